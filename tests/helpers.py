@@ -1,0 +1,105 @@
+"""Test helpers shared by every test module: ports, a real PostgreSQL server, waiting."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> object:
+    """Poll `predicate` until it returns something truthy; fail loudly on timeout."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value {last!r})")
+
+
+def _pg_bin() -> Path:
+    if (PG_BIN / "pg_ctl").exists():
+        return PG_BIN
+    found = shutil.which("pg_ctl")
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found: install the Debian package `postgresql` "
+            "(scripts/test does this)"
+        )
+    return Path(found).resolve().parent
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster in a temp dir on 127.0.0.1, trust auth.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
+    """
+
+    def __init__(self) -> None:
+        self.bin = _pg_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="crawler-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._user: str | None = None
+        if os.geteuid() == 0:
+            self._user = "postgres"
+            pw = pwd.getpwnam(self._user)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._run(
+            [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+             "--no-sync", "-E", "UTF8", "--locale=C"]
+        )
+
+    def _run(self, cmd: list[str]) -> None:
+        if self._user:
+            cmd = ["runuser", "-u", self._user, "--", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {proc.stdout}\n{proc.stderr}")
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w", "-t", "60",
+                   "-l", str(self.dir / "log"), "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
