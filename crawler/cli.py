@@ -1,0 +1,134 @@
+"""The command line: `crawler run|once|check|spool -c FILE`.
+
+Configuration problems are printed one per line as `FILE:LINE: key: message` with exit status
+2, never as a traceback. `once` exits 1 when any source run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from crawler import __version__
+from crawler.config import Config, load_config
+from crawler.errors import ConfigError, CrawlerError, StoreUnavailable
+from crawler.logs import setup_logging
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("crawler.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crawler", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"crawler {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("-c", "--config", required=True, help="the YAML configuration file")
+        return sp
+
+    add("run", "crawl on schedule and serve /metrics until SIGTERM or SIGINT")
+    once = add("once", "run sources once, print a summary, exit non-zero if any failed")
+    once.add_argument("sources", nargs="*", help="source names (default: every enabled source)")
+    add("check", "validate the configuration and exit (2 on errors)")
+    spool = add("spool", "show the spool's depth and oldest age; --drain moves it to PostgreSQL")
+    spool.add_argument("--drain", action="store_true", help="drain the spool now")
+    return p
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.command == "check":
+        unknown: list[str] = []
+        print(
+            f"{args.config}: ok ({len(config.sources)} sources, storage {config.storage.backend})"
+        )
+        return 0 if not unknown else EXIT_CONFIG
+    setup_logging(config.log_level, config.instance)
+    try:
+        if args.command == "run":
+            return _run(config)
+        if args.command == "once":
+            return _once(config, args.sources)
+        return _spool(config, args.drain)
+    except KeyboardInterrupt:
+        return 130
+    except CrawlerError as exc:
+        log.error("crawler failed", extra={"error": str(exc)})
+        print(f"crawler: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(config: Config) -> int:
+    from crawler.service import Service
+
+    asyncio.run(Service(config).serve())
+    return 0
+
+
+def _once(config: Config, names: list[str]) -> int:
+    from crawler.service import Service
+
+    unknown = [n for n in names if n not in {s.name for s in config.sources}]
+    if unknown:
+        print(f"crawler: unknown source(s): {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_CONFIG
+    results = asyncio.run(Service(config).once(names))
+    print("source               status    pages  304  failed  records")
+    for r in results:
+        print(
+            f"{r.source:<20} {r.status:<8} {r.pages:>6} {r.not_modified:>4} {r.failed_pages:>7}"
+            f" {r.records:>8}" + (f"  {r.error}" if r.error else "")
+        )
+    return 0 if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _spool(config: Config, drain: bool) -> int:
+    from crawler.metrics import Metrics
+    from crawler.sink import Sink
+
+    if not config.storage.dsn:
+        print(
+            "crawler: no spool: the embedded SQLite store is in use (no storage.dsn)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+    async def go() -> int:
+        sink = Sink(config, Metrics())
+        await sink.open()
+        try:
+            assert sink.spool is not None
+            before = sink.spool.stats()
+            print(json.dumps({"spool": before, "database_up": sink.db_up}))
+            if drain:
+                try:
+                    moved = await sink.drain()
+                except StoreUnavailable as exc:
+                    print(f"crawler: cannot drain: {exc}", file=sys.stderr)
+                    return EXIT_FAILED
+                print(json.dumps({"drained": moved, "spool": sink.spool.stats()}))
+            return 0
+        finally:
+            await sink.close()
+
+    return asyncio.run(go())

@@ -1,0 +1,89 @@
+"""Every error the crawler raises, and the one taxonomy of fetch failures.
+
+    CrawlerError
+    ├── ConfigError          the configuration file is wrong (names file, line, key)
+    ├── FetchError           one URL could not be fetched or extracted (carries an ErrorKind)
+    ├── StoreError           the store failed for a reason retrying will not fix
+    │   └── StoreUnavailable the database cannot be reached now (the spool takes over)
+    └── SpoolFull            the spool is at its size cap; records are refused, not dropped
+
+Third-party exceptions (aiohttp, psycopg, sqlite3) are translated into these at the edge
+(`raise ... from exc`), so the core only ever catches ours.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(str, enum.Enum):
+    """Why a fetch failed; used alike as the `error_kind` log field and metric label."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    DNS = "dns"
+    TLS = "tls"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    TOO_LARGE = "too_large"
+    BAD_CONTENT = "bad_content"
+    ROBOTS_DENIED = "robots_denied"
+    CIRCUIT_OPEN = "circuit_open"
+    PARSE = "parse"
+    REDIRECT = "redirect"
+    STORAGE = "storage"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CrawlerError(Exception):
+    """Base of every error raised by the crawler."""
+
+
+class ConfigProblem:
+    """One thing wrong in a configuration file, printed as `FILE:LINE: key: message`."""
+
+    __slots__ = ("file", "key", "line", "message")
+
+    def __init__(self, file: str, line: int | None, key: str, message: str) -> None:
+        self.file, self.line, self.key, self.message = file, line, key, message
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(CrawlerError):
+    """Raised when the configuration file cannot be read or does not validate."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class FetchError(CrawlerError):
+    """Raised when a URL could not be fetched, or its body could not be used."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.kind, self.status, self.retry_after = kind, status, retry_after
+        super().__init__(f"{kind.value}: {message}")
+
+
+class StoreError(CrawlerError):
+    """Raised when the store rejects a batch for a reason a retry will not fix."""
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the database cannot be reached now (refused, timed out, gone)."""
+
+
+class SpoolFull(CrawlerError):
+    """Raised when the spool is at its size cap and cannot take a batch."""

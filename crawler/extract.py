@@ -1,0 +1,186 @@
+"""Extraction: a page's bytes in, keyed records out.
+
+HTML selectors are CSS (parsel's dialect, with `::text` and `::attr(name)`) or XPath with an
+`xpath:` prefix; both are compiled once per source into lxml XPath objects, because a
+Raspberry Pi core is slow and re-translating selectors per page is wasted work. JSON uses
+compiled JMESPath expressions.
+
+Each record gets a key: the configured key fields (a single short scalar is kept readable),
+or a hash of the whole record, so the same record crawled twice is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from crawler.config import FieldSpec, SourceConfig
+from crawler.errors import ErrorKind, FetchError
+
+MAX_READABLE_KEY = 200
+
+
+@dataclass(frozen=True)
+class Record:
+    """One extracted record with its idempotency key."""
+
+    source: str
+    key: str
+    data: dict[str, Any]
+
+
+def _xpath_text(selector: str) -> str:
+    if selector.startswith("xpath:"):
+        return selector[len("xpath:") :].strip()
+    from parsel.csstranslator import css2xpath
+
+    return str(css2xpath(selector))
+
+
+def check_selector(parser: str, selector: str) -> str | None:
+    """The reason `selector` does not compile for `parser`, or None when it does."""
+    try:
+        if parser == "json":
+            import jmespath
+
+            jmespath.compile(selector)
+        else:
+            from lxml import etree
+
+            etree.XPath(_xpath_text(selector))
+    except Exception as exc:  # each library raises its own syntax error types
+        kind = (
+            "JMESPath"
+            if parser == "json"
+            else ("XPath" if selector.startswith("xpath:") else "CSS")
+        )
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{kind} selector {selector!r} does not parse: {detail}"
+    return None
+
+
+def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:
+    """The record's idempotency key: readable for one short scalar field, else a hash."""
+    if len(key_fields) == 1:
+        value = data.get(key_fields[0])
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = str(value)
+            if 0 < len(text) <= MAX_READABLE_KEY:
+                return text
+    material = [data.get(k) for k in key_fields] if key_fields else data
+    canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def _text_of(node: Any) -> str:
+    if isinstance(node, str):
+        return node
+    return "".join(node.itertext())
+
+
+class Extractor:
+    """Compiled extraction rules for one source."""
+
+    def __init__(self, source: SourceConfig) -> None:
+        self.source = source
+        self._extract: Callable[[bytes, str | None], list[dict[str, Any]]]
+        if source.parser == "json":
+            self._extract = self._compile_json(source)
+        else:
+            self._extract = self._compile_html(source)
+
+    def extract(self, body: bytes, charset: str | None = None) -> list[Record]:
+        """Records found in `body`; raise FetchError(PARSE) when it cannot be parsed at all."""
+        rows = self._extract(body, charset)
+        name, key_fields = self.source.name, self.source.key
+        return [Record(source=name, key=make_key(key_fields, d), data=d) for d in rows]
+
+    # -- HTML -------------------------------------------------------------------------------
+
+    def _compile_html(
+        self, source: SourceConfig
+    ) -> Callable[[bytes, str | None], list[dict[str, Any]]]:
+        from lxml import etree, html
+
+        items = (
+            etree.XPath(_xpath_text(source.items), smart_strings=False) if source.items else None
+        )
+        fields = [
+            (f, etree.XPath(_xpath_text(f.selector), smart_strings=False)) for f in source.fields
+        ]
+        parsers: dict[str | None, Any] = {}
+
+        def parser_for(charset: str | None) -> Any:
+            p = parsers.get(charset)
+            if p is None:
+                try:
+                    p = html.HTMLParser(encoding=charset, remove_comments=True)
+                except LookupError:  # unknown charset from a header: let lxml sniff <meta>
+                    p = html.HTMLParser(remove_comments=True)
+                parsers[charset] = p
+            return p
+
+        def run(body: bytes, charset: str | None) -> list[dict[str, Any]]:
+            try:
+                root = etree.fromstring(body, parser_for(charset))
+            except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
+                raise FetchError(ErrorKind.PARSE, f"HTML does not parse: {exc}") from exc
+            if root is None:
+                raise FetchError(ErrorKind.PARSE, "empty HTML document")
+            nodes = items(root) if items is not None else [root]
+            out = []
+            for node in nodes:
+                rec = _fields_of(node, fields)
+                if rec is not None:
+                    out.append(rec)
+            return out
+
+        return run
+
+    # -- JSON -------------------------------------------------------------------------------
+
+    def _compile_json(
+        self, source: SourceConfig
+    ) -> Callable[[bytes, str | None], list[dict[str, Any]]]:
+        import jmespath
+
+        items = jmespath.compile(source.items) if source.items else None
+        fields = [(f.name, jmespath.compile(f.selector)) for f in source.fields]
+
+        def run(body: bytes, charset: str | None) -> list[dict[str, Any]]:
+            try:
+                doc = json.loads(body.decode(charset or "utf-8", errors="replace"))
+            except (ValueError, LookupError) as exc:
+                raise FetchError(ErrorKind.PARSE, f"invalid JSON: {exc}") from exc
+            nodes = items.search(doc) if items is not None else [doc]
+            if nodes is None:
+                return []
+            if not isinstance(nodes, list):
+                nodes = [nodes]
+            out = []
+            for node in nodes:
+                rec = {name: expr.search(node) for name, expr in fields}
+                if any(v is not None for v in rec.values()):
+                    out.append(rec)
+            return out
+
+        return run
+
+
+def _fields_of(node: Any, fields: list[tuple[FieldSpec, Any]]) -> dict[str, Any] | None:
+    rec: dict[str, Any] = {}
+    found = False
+    for spec, xp in fields:
+        result = xp(node)
+        if not isinstance(result, list):  # string(), count() and friends return scalars
+            value: Any = result
+        elif spec.all:
+            value = [_text_of(r) for r in result]
+        else:
+            value = _text_of(result[0]) if result else None
+        if value:
+            found = True
+        rec[spec.name] = value
+    return rec if found else None

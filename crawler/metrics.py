@@ -1,0 +1,222 @@
+"""Every metric the crawler exports, defined in one place on an injected registry.
+
+Names follow Prometheus conventions (`crawler_` prefix, `_total` counters, base units).
+Labels are bounded by the configuration: source names, hosts named in configured URLs,
+`ErrorKind` values and status classes. A URL is never a label. docs/metrics.md is the reference.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from crawler import __version__
+from crawler.errors import ErrorKind
+
+# Pages on a home connection take 50 ms to several seconds; a Pi adds parse time on top.
+REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RUN_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+STORE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def status_class(status: int | None) -> str:
+    return f"{status // 100}xx" if status and 100 <= status < 600 else "none"
+
+
+class _PullGauges(Collector):
+    """Gauges computed at scrape time (spool depth, oldest age, ...) from registered callbacks."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, tuple[str, Callable[[], float | None]]] = {}
+
+    def add(self, name: str, help_text: str, fn: Callable[[], float | None]) -> None:
+        self.callbacks[name] = (help_text, fn)
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        for name, (help_text, fn) in list(self.callbacks.items()):
+            try:
+                value = fn()
+            except Exception:  # a scrape must never fail because one reading did
+                value = None
+            if value is not None:
+                yield GaugeMetricFamily(name, help_text, value=value)
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        return []
+
+
+class Metrics:
+    """The crawler's metrics, registered on `registry` (a fresh one in each test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        build = Gauge("crawler_build_info", "Build information.", ["version", "python"], registry=r)
+        build.labels(__version__, platform.python_version()).set(1)
+        self.instance_info = Gauge(
+            "crawler_instance_info", "The configured instance name.", ["instance"], registry=r
+        )
+        self.up = Gauge("crawler_up", "1 while the crawler service runs.", registry=r)
+        self.ready = Gauge("crawler_ready", "1 when /readyz answers 200.", registry=r)
+
+        self.requests = Counter(
+            "crawler_requests",
+            "HTTP requests finished (every attempt).",
+            ["source", "host", "status_class"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "crawler_request_duration_seconds",
+            "Time from sending a request to its last byte.",
+            ["source"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("crawler_requests_in_flight", "Requests in flight.", registry=r)
+        self.response_bytes = Counter(
+            "crawler_response_bytes",
+            "Body bytes received, after decompression.",
+            ["source"],
+            registry=r,
+        )
+        self.fetch_errors = Counter(
+            "crawler_fetch_errors",
+            "Fetches that failed for good (after retries).",
+            ["source", "error_kind"],
+            registry=r,
+        )
+        self.fetch_retries = Counter(
+            "crawler_fetch_retries",
+            "Failed attempts that were retried.",
+            ["source", "error_kind"],
+            registry=r,
+        )
+        self.not_modified = Counter(
+            "crawler_not_modified",
+            "Fetches answered 304 or with an unchanged body.",
+            ["source"],
+            registry=r,
+        )
+        self.pages = Counter(
+            "crawler_pages", "Pages fetched and extracted.", ["source"], registry=r
+        )
+        self.records_extracted = Counter(
+            "crawler_records_extracted", "Records extracted from pages.", ["source"], registry=r
+        )
+        self.records_stored = Counter(
+            "crawler_records_stored",
+            "Records committed to the store.",
+            ["source", "backend"],
+            registry=r,
+        )
+        self.records_spooled = Counter(
+            "crawler_records_spooled",
+            "Records committed to the local spool.",
+            ["source"],
+            registry=r,
+        )
+        self.records_refused = Counter(
+            "crawler_records_refused",
+            "Records refused because the spool was full.",
+            ["source"],
+            registry=r,
+        )
+        self.source_runs = Counter(
+            "crawler_source_runs", "Source runs finished.", ["source", "outcome"], registry=r
+        )
+        self.source_run_duration = Histogram(
+            "crawler_source_run_duration_seconds",
+            "Duration of a source run.",
+            ["source"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.last_run = Gauge(
+            "crawler_source_last_run_timestamp_seconds",
+            "End of the last run of the source (Unix time).",
+            ["source"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "crawler_source_last_success_timestamp_seconds",
+            "End of the last successful run (Unix time); 0 before one.",
+            ["source"],
+            registry=r,
+        )
+        self.interval = Gauge(
+            "crawler_source_interval_seconds",
+            "Expected time between two runs of the source.",
+            ["source"],
+            registry=r,
+        )
+        self.next_run = Gauge(
+            "crawler_source_next_run_timestamp_seconds",
+            "When the scheduler next runs the source (Unix time).",
+            ["source"],
+            registry=r,
+        )
+        self.leased = Gauge(
+            "crawler_source_leased",
+            "1 if this instance holds the source's lease.",
+            ["source"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "crawler_store_write_duration_seconds",
+            "Time to commit one batch.",
+            ["backend"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "crawler_store_errors", "Batches that failed to commit.", ["backend"], registry=r
+        )
+        self.database_up = Gauge(
+            "crawler_database_up", "1 if the last contact with PostgreSQL succeeded.", registry=r
+        )
+        self.queue_records = Gauge(
+            "crawler_queue_records", "Records waiting in memory for the store.", registry=r
+        )
+        self.spool_max_bytes = Gauge("crawler_spool_max_bytes", "The spool's size cap.", registry=r)
+        self.spool_drained = Counter(
+            "crawler_spool_drained_records",
+            "Records moved from the spool into PostgreSQL.",
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "crawler_circuit_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            ["host"],
+            registry=r,
+        )
+        self.circuit_transitions = Counter(
+            "crawler_circuit_transitions",
+            "Circuit breaker transitions into `state`.",
+            ["host", "state"],
+            registry=r,
+        )
+        self.robots_fetches = Counter(
+            "crawler_robots_fetches", "robots.txt fetches.", ["outcome"], registry=r
+        )
+        self.pull = _PullGauges()
+        r.register(self.pull)
+
+    def init_source(self, source: str, hosts: frozenset[str], backend: str) -> None:
+        """Create every labelled series of a source at 0, so rates and alerts see it at once."""
+        for outcome in ("success", "failure"):
+            self.source_runs.labels(source, outcome)
+        self.last_success.labels(source)
+        self.records_extracted.labels(source)
+        self.records_stored.labels(source, backend)
+        self.records_spooled.labels(source)
+        self.records_refused.labels(source)
+        self.pages.labels(source)
+        self.not_modified.labels(source)
+        for kind in ErrorKind:
+            self.fetch_errors.labels(source, kind.value)
+        for host in hosts:
+            self.requests.labels(source, host, "2xx")
+            self.circuit_state.labels(host)

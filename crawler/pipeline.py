@@ -1,0 +1,204 @@
+"""One source run: fetch every URL, extract records, hand batches to the sink, account for it.
+
+A run is a `success` when at least one page was fetched and extracted (or every page answered
+"not modified") and every batch reached the sink; it is a `failure` when no page could be used
+or the sink refused a batch. Single failed pages are counted and logged, and they do not fail
+the run: a flaky page must not page the user, the error-ratio alert covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from crawler.config import Config, SourceConfig
+from crawler.errors import CrawlerError, ErrorKind, FetchError
+from crawler.extract import Extractor, Record
+from crawler.fetch import Fetcher
+from crawler.metrics import Metrics
+from crawler.sink import Sink
+from crawler.store import JobRow
+
+log = logging.getLogger("crawler.pipeline")
+
+
+@dataclass
+class RunResult:
+    """What one source run did."""
+
+    source: str
+    status: str = "success"
+    pages: int = 0
+    not_modified: int = 0
+    failed_pages: int = 0
+    records: int = 0
+    error: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+class _Batcher:
+    """Collects a run's records and hands them to the sink in batches of `size`."""
+
+    def __init__(self, sink: Sink, source: str, size: int, metrics: Metrics) -> None:
+        self.sink, self.source, self.size, self.metrics = sink, source, size, metrics
+        self.pending: list[Record] = []
+        self.lock = asyncio.Lock()
+
+    async def add(self, records: list[Record]) -> None:
+        self.pending.extend(records)
+        self.metrics.queue_records.inc(len(records))
+        if len(self.pending) >= self.size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            while self.pending:
+                batch, self.pending = self.pending[: self.size], self.pending[self.size :]
+                try:
+                    await self.sink.write(self.source, batch)
+                finally:
+                    self.metrics.queue_records.dec(len(batch))
+
+
+class Pipeline:
+    """Runs sources: fetch → extract → sink, with per-run accounting."""
+
+    def __init__(self, config: Config, metrics: Metrics, fetcher: Fetcher, sink: Sink) -> None:
+        self.config, self.metrics, self.fetcher, self.sink = config, metrics, fetcher, sink
+        self.extractors = {s.name: Extractor(s) for s in config.sources}
+        self.stopping = False  # set on shutdown: runs take no new URLs
+        for s in config.sources:
+            metrics.init_source(s.name, s.hosts, sink.backend)
+
+    async def run_source(self, source: SourceConfig) -> RunResult:
+        m = self.metrics
+        result = RunResult(source=source.name, started_at=time.time())
+        started = time.monotonic()
+        log.info("source run started", extra={"source": source.name, "urls": len(source.urls)})
+        batcher = _Batcher(self.sink, source.name, self.config.storage.batch_size, m)
+        urls: Iterator[str] = iter(source.urls)
+        extractor = self.extractors[source.name]
+
+        async def worker() -> None:
+            for url in urls:
+                if self.stopping:
+                    return
+                await self._one(source, extractor, url, batcher, result)
+
+        try:
+            n = min(self.config.fetch.concurrency, len(source.urls))
+            await asyncio.gather(*(worker() for _ in range(n)))
+            await batcher.flush()
+        except CrawlerError as exc:  # the sink refused a batch (spool full, store broken)
+            result.status, result.error = "failure", str(exc)
+            m.queue_records.dec(len(batcher.pending))
+        if result.status == "success" and result.pages == 0 and result.not_modified == 0:
+            result.status = "failure"
+            result.error = f"no page could be used ({result.failed_pages} failed)"
+        result.finished_at = time.time()
+        duration = time.monotonic() - started
+        m.source_runs.labels(source.name, result.status).inc()
+        m.source_run_duration.labels(source.name).observe(duration)
+        m.last_run.labels(source.name).set(result.finished_at)
+        if result.ok:
+            m.last_success.labels(source.name).set(result.finished_at)
+        await self._account(result)
+        level = logging.INFO if result.ok else logging.ERROR
+        log.log(
+            level,
+            "source run finished",
+            extra={
+                "source": source.name,
+                "status": result.status,
+                "pages": result.pages,
+                "not_modified": result.not_modified,
+                "failed_pages": result.failed_pages,
+                "records": result.records,
+                "duration_ms": round(duration * 1000),
+                "error": result.error,
+            },
+        )
+        return result
+
+    async def _one(
+        self,
+        source: SourceConfig,
+        extractor: Extractor,
+        url: str,
+        batcher: _Batcher,
+        result: RunResult,
+    ) -> None:
+        m = self.metrics
+        try:
+            page = await self.fetcher.fetch(source, url)
+            if page.not_modified:
+                result.not_modified += 1
+                m.not_modified.labels(source.name).inc()
+                return
+            records = extractor.extract(page.body, page.charset)
+        except FetchError as exc:
+            result.failed_pages += 1
+            result.errors[exc.kind.value] = result.errors.get(exc.kind.value, 0) + 1
+            m.fetch_errors.labels(source.name, exc.kind.value).inc()
+            log.warning(
+                "fetch failed",
+                extra={
+                    "source": source.name,
+                    "url": url,
+                    "error_kind": exc.kind.value,
+                    "status": exc.status,
+                    "error": str(exc),
+                },
+            )
+            return
+        result.pages += 1
+        result.records += len(records)
+        m.pages.labels(source.name).inc()
+        m.records_extracted.labels(source.name).inc(len(records))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "page extracted",
+                extra={
+                    "source": source.name,
+                    "url": url,
+                    "status": page.status,
+                    "duration_ms": round(page.duration * 1000),
+                    "records": len(records),
+                },
+            )
+        if records:
+            await batcher.add(records)
+
+    async def _account(self, result: RunResult) -> None:
+        job = JobRow(
+            run_id=str(uuid.uuid4()),
+            source=result.source,
+            instance=self.config.instance,
+            status=result.status,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            pages=result.pages,
+            records=result.records,
+            error=result.error,
+        )
+        try:
+            await self.sink.write_job(job)
+        except CrawlerError as exc:
+            log.error(
+                "could not record the run in crawler_jobs",
+                extra={
+                    "source": result.source,
+                    "error_kind": ErrorKind.STORAGE.value,
+                    "error": str(exc),
+                },
+            )

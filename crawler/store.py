@@ -1,0 +1,434 @@
+"""Storage: idempotent batches of records and one row per source run.
+
+Two backends behind one interface: PostgreSQL (psycopg 3, the production store on the NAS)
+and an embedded SQLite file (no server at all; also what a fresh machine runs). A batch is
+committed as one transaction; `(source, key)` is the primary key, so re-storing a record only
+moves `last_seen` (and replaces `data` if it changed, resetting `processed` then, so downstream
+jobs see the change). A record counts as stored only once `write()` has returned.
+
+Schema changes are versioned migrations applied at start-up; PostgreSQL applies them under an
+advisory lock so several crawlers starting together do not race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from crawler.config import StorageConfig
+from crawler.errors import StoreError, StoreUnavailable
+from crawler.extract import Record
+
+log = logging.getLogger("crawler.store")
+
+# A fixed, arbitrary advisory-lock id: "crawler migrations".
+_MIGRATION_LOCK = 7_302_150_411
+
+PG_MIGRATIONS: tuple[str, ...] = (
+    # 1: records and runs
+    """
+    CREATE TABLE scraped_data (
+        source      text        NOT NULL,
+        key         text        NOT NULL,
+        data        jsonb       NOT NULL,
+        first_seen  timestamptz NOT NULL DEFAULT now(),
+        last_seen   timestamptz NOT NULL DEFAULT now(),
+        processed   boolean     NOT NULL DEFAULT false,
+        PRIMARY KEY (source, key)
+    );
+    CREATE INDEX scraped_data_unprocessed ON scraped_data (source) WHERE NOT processed;
+    CREATE INDEX scraped_data_last_seen ON scraped_data (source, last_seen);
+    CREATE TABLE crawler_jobs (
+        id          bigserial   PRIMARY KEY,
+        run_id      uuid        UNIQUE,
+        source      text        NOT NULL,
+        instance    text        NOT NULL,
+        status      text        NOT NULL CHECK (status IN ('running', 'success', 'failure')),
+        started_at  timestamptz NOT NULL,
+        finished_at timestamptz,
+        pages       integer     NOT NULL DEFAULT 0,
+        records     integer     NOT NULL DEFAULT 0,
+        error       text
+    );
+    CREATE INDEX crawler_jobs_source_started ON crawler_jobs (source, started_at DESC);
+    """,
+    # 2: leases, so several crawlers share sources without running one twice
+    """
+    CREATE TABLE crawler_leases (
+        source     text        PRIMARY KEY,
+        holder     text        NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
+)
+
+SQLITE_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE scraped_data (
+        source      TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        data        TEXT    NOT NULL,
+        first_seen  TEXT    NOT NULL,
+        last_seen   TEXT    NOT NULL,
+        processed   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (source, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE crawler_jobs (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT    UNIQUE,
+        source      TEXT    NOT NULL,
+        instance    TEXT    NOT NULL,
+        status      TEXT    NOT NULL,
+        started_at  TEXT    NOT NULL,
+        finished_at TEXT,
+        pages       INTEGER NOT NULL DEFAULT 0,
+        records     INTEGER NOT NULL DEFAULT 0,
+        error       TEXT
+    );
+    CREATE INDEX crawler_jobs_source_started ON crawler_jobs (source, started_at);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One finished source run for `crawler_jobs`; `run_id` makes a spool replay a no-op."""
+
+    run_id: str
+    source: str
+    instance: str
+    status: str
+    started_at: float
+    finished_at: float
+    pages: int
+    records: int
+    error: str | None
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+class Store(Protocol):
+    """What the pipeline needs from a store."""
+
+    backend: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def write(self, records: Sequence[Record]) -> None: ...
+    async def write_job(self, job: JobRow) -> None: ...
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def open_sqlite(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """An SQLite connection in WAL mode, for the embedded store and the spool.
+
+    WAL with synchronous=FULL fsyncs the log on every commit, so a committed batch survives a
+    power cut; batching keeps those fsyncs (and SD-card wear) to one per batch.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate_sqlite(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in enumerate(migrations, start=1):
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, sql.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+class SqliteWorker:
+    """Runs blocking SQLite calls on one dedicated thread, off the event loop."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file, same semantics as PostgreSQL."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._worker = SqliteWorker("sqlite-store")
+
+    async def open(self) -> None:
+        def _open() -> sqlite3.Connection:
+            conn = open_sqlite(self.path)
+            migrate_sqlite(conn, SQLITE_MIGRATIONS)
+            return conn
+
+        try:
+            self._conn = await self._worker.run(_open)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the embedded store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._worker.run(self._conn.close)
+            self._conn = None
+        self._worker.shutdown()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("store is not open")
+        return self._conn
+
+    def _write(self, records: Sequence[Record]) -> None:
+        now = _iso(time.time())
+        rows = [(r.source, r.key, _dumps(r.data), now, now) for r in records]
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(
+                "INSERT INTO scraped_data (source, key, data, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (source, key) DO UPDATE SET last_seen = excluded.last_seen,"
+                " processed = CASE WHEN scraped_data.data = excluded.data"
+                "   THEN scraped_data.processed ELSE 0 END,"
+                " data = excluded.data",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def write(self, records: Sequence[Record]) -> None:
+        try:
+            await self._worker.run(self._write, records)
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store write failed: {exc}") from exc
+
+    def _write_job(self, job: JobRow) -> None:
+        self.conn.execute(
+            "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
+            " pages, records, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (
+                job.run_id,
+                job.source,
+                job.instance,
+                job.status,
+                _iso(job.started_at),
+                _iso(job.finished_at),
+                job.pages,
+                job.records,
+                job.error,
+            ),
+        )
+
+    async def write_job(self, job: JobRow) -> None:
+        try:
+            await self._worker.run(self._write_job, job)
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store write failed: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS crawler_stage (source text, key text, data jsonb)"
+    " ON COMMIT DELETE ROWS"
+)
+# DISTINCT ON: one batch may hold the same key twice, which ON CONFLICT cannot update twice.
+_PG_UPSERT = """
+INSERT INTO scraped_data AS t (source, key, data)
+SELECT DISTINCT ON (source, key) source, key, data FROM crawler_stage
+ON CONFLICT (source, key) DO UPDATE
+   SET last_seen = now(),
+       processed = t.processed AND t.data = EXCLUDED.data,
+       data = EXCLUDED.data
+"""
+
+
+class PostgresStore:
+    """The production store. Loses its connection gracefully: StoreUnavailable, then reconnect."""
+
+    backend = "postgres"
+
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        self._conn: Any = None  # psycopg.AsyncConnection, imported lazily (RSS on the Pi)
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect and migrate; StoreUnavailable if the database cannot be reached now."""
+        async with self._lock:
+            await self._connect()
+
+    async def _connect(self) -> Any:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        import psycopg
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.config.dsn or "",
+                password=self.config.password,
+                connect_timeout=max(1, int(self.config.connect_timeout)),
+                autocommit=False,
+                application_name="crawler",
+            )
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        try:
+            await self._migrate(conn)
+            await conn.execute(_PG_STAGE)
+            await conn.commit()
+        except psycopg.OperationalError as exc:
+            await conn.close()
+            raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            await conn.close()
+            raise StoreError(f"migrating PostgreSQL failed: {_first_line(exc)}") from exc
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    async def _migrate(conn: Any) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS crawler_schema_migrations"
+                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute(
+                "SELECT coalesce(max(version), 0) FROM crawler_schema_migrations"
+            )
+            row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            for number, sql in enumerate(PG_MIGRATIONS, start=1):
+                if number > current:
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO crawler_schema_migrations (version) VALUES (%s)", (number,)
+                    )
+                    log.info("applied migration", extra={"version": number})
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+    async def _run(self, fn: Any, *args: Any) -> None:
+        """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge."""
+        import psycopg
+
+        async with self._lock:
+            conn = await self._connect()
+            try:
+                async with conn.transaction():
+                    await fn(conn, *args)
+            except psycopg.OperationalError as exc:
+                await self._drop()
+                raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+            except psycopg.Error as exc:
+                if conn.closed or conn.broken:
+                    await self._drop()
+                    raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+                raise StoreError(f"PostgreSQL rejected the batch: {_first_line(exc)}") from exc
+            except OSError as exc:
+                await self._drop()
+                raise StoreUnavailable(f"PostgreSQL went away: {exc}") from exc
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # already broken; closing is best effort
+                log.debug("closing a broken connection failed", exc_info=True)
+
+    @staticmethod
+    async def _write_records(conn: Any, records: Sequence[Record]) -> None:
+        async with conn.cursor() as cur:
+            async with cur.copy("COPY crawler_stage (source, key, data) FROM STDIN") as copy:
+                for r in records:
+                    await copy.write_row((r.source, r.key, _dumps(r.data)))
+            await cur.execute(_PG_UPSERT)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        if records:
+            await self._run(self._write_records, records)
+
+    @staticmethod
+    async def _write_job(conn: Any, job: JobRow) -> None:
+        await conn.execute(
+            "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
+            " pages, records, error) VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s),"
+            " %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
+            (
+                job.run_id,
+                job.source,
+                job.instance,
+                job.status,
+                job.started_at,
+                job.finished_at,
+                job.pages,
+                job.records,
+                job.error,
+            ),
+        )
+
+    async def write_job(self, job: JobRow) -> None:
+        await self._run(self._write_job, job)
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now."""
+
+        async def _select(conn: Any) -> None:
+            await conn.execute("SELECT 1")
+
+        await self._run(_select)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def make_store(config: StorageConfig) -> Store:
+    if config.dsn:
+        return PostgresStore(config)
+    assert config.sqlite_path is not None
+    return SqliteStore(config.sqlite_path)

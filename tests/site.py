@@ -1,0 +1,105 @@
+"""A real aiohttp site on 127.0.0.1, run on its own thread, as the crawl target in tests.
+
+Pages are generated deterministically: `/page/<i>` has 20 quotes (the bench site's markup),
+`/api/<i>` the same as JSON. Tests switch behaviour at run time (`site.fail = True`, ...) and
+add their own routes before `start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from tests.helpers import free_port
+
+ITEMS_PER_PAGE = 20
+
+
+def items(page: int, version: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"id": f"p{page}-q{j}", "text": f"Quote {j} of page {page} v{version}",
+         "author": f"Author {j % 5}", "tags": [f"t{j % 3}", f"t{j % 4 + 3}"]}
+        for j in range(ITEMS_PER_PAGE)
+    ]
+
+
+def html_page(page: int, version: int = 0) -> bytes:
+    parts = [f"<html><head><title>Page {page}</title></head><body><div class='container'>"]
+    for it in items(page, version):
+        tags = "".join(f"<a class='tag' href='/tag/{t}'>{t}</a>" for t in it["tags"])
+        parts.append(
+            f"<div class='quote' data-id='{it['id']}'><span class='text'>{it['text']}</span>"
+            f"<span>by <small class='author'>{it['author']}</small></span>"
+            f"<div class='tags'>{tags}</div></div>")
+    parts.append("</div></body></html>")
+    return "".join(parts).encode()
+
+
+class Site:
+    """The test site. `hits` counts requests per path."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.app = web.Application()
+        self.hits: Counter[str] = Counter()
+        self.fail = False  # every page answers 500 while True
+        self.version = 0  # bump to change every record's text
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+        @web.middleware
+        async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.hits[request.path] += 1
+            return await handler(request)  # type: ignore[no-any-return]
+
+        self.app.middlewares.append(count)
+        self.app.router.add_get("/page/{i}", self._page)
+        self.app.router.add_get("/api/{i}", self._api)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _page(self, request: web.Request) -> web.Response:
+        if self.fail:
+            return web.Response(status=500, text="down")
+        return web.Response(body=html_page(int(request.match_info["i"]), self.version),
+                            content_type="text/html", charset="utf-8")
+
+    async def _api(self, request: web.Request) -> web.Response:
+        if self.fail:
+            return web.Response(status=500, text="down")
+        i = int(request.match_info["i"])
+        return web.Response(text=json.dumps({"page": i, "items": items(i, self.version)}),
+                            content_type="application/json")
+
+    def start(self) -> Site:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._runner = web.AppRunner(self.app, access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="test-site", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("test site did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
