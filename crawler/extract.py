@@ -63,15 +63,32 @@ def check_selector(parser: str, selector: str) -> str | None:
 
 def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:
     """The record's idempotency key: readable for one short scalar field, else a hash."""
-    if len(key_fields) == 1:
-        value = data.get(key_fields[0])
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            text = str(value)
-            if 0 < len(text) <= MAX_READABLE_KEY:
-                return text
-    material = [data.get(k) for k in key_fields] if key_fields else data
-    canonical = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    if key_fields:
+        values = [data.get(k) for k in key_fields]
+        if (
+            len(values) == 1
+            and isinstance(values[0], (str, int))
+            and not isinstance(values[0], bool)
+            and 0 < len(str(values[0])) <= MAX_READABLE_KEY
+        ):
+            return str(values[0])
+        if all(isinstance(v, str) for v in values):
+            # The common case, kept cheap: strings joined by a separator they cannot contain.
+            material = "\x1f".join(values)  # type: ignore[arg-type]
+        else:
+            material = "\x1e" + dumps(values)
+    else:
+        material = "\x1d" + dumps(data, sort_keys=True)
+    return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def dumps(value: Any, sort_keys: bool = False) -> str:
+    """Compact JSON text (one encoder built once: json.dumps with options builds one per call)."""
+    return _ENCODE_SORTED(value) if sort_keys else _ENCODE(value)
 
 
 def _text_of(node: Any) -> str:

@@ -23,7 +23,6 @@ from crawler.fetch import Fetcher
 from crawler.metrics import Metrics
 from crawler.pipeline import Pipeline, RunResult
 from crawler.schedule import Scheduler
-from crawler.server import make_app, start_server
 from crawler.sink import Sink
 from crawler.systemd import notify, watchdog_interval, watchdog_loop
 
@@ -94,6 +93,8 @@ class Service:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await self._open(stack)
+                from crawler.server import make_app, start_server  # aiohttp.web: not for `once`
+
                 app = make_app(self.metrics, self.readiness)
                 runner = await start_server(app, self.config.metrics.host, self.config.metrics.port)
                 stack.push_async_callback(runner.cleanup)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import SpoolFull, StoreError
-from crawler.extract import Record
+from crawler.extract import Record, dumps
 from crawler.store import JobRow, SqliteWorker, migrate_sqlite, open_sqlite
 
 SPOOL_MIGRATIONS = (
@@ -136,10 +136,7 @@ class Spool:
 
     async def add(self, records: Sequence[Record]) -> None:
         """Commit `records` to the spool, or raise SpoolFull and change nothing."""
-        rows = [
-            (r.source, r.key, json.dumps(r.data, ensure_ascii=False, separators=(",", ":")))
-            for r in records
-        ]
+        rows = [(r.source, r.key, dumps(r.data)) for r in records]
         estimate = sum(len(s) + len(k) + len(d) + _ROW_OVERHEAD for s, k, d in rows)
         if self.used_bytes + estimate > self.max_bytes:
             raise SpoolFull(

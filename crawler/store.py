@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import sqlite3
 import time
@@ -26,7 +25,7 @@ from typing import Any, Protocol
 
 from crawler.config import StorageConfig
 from crawler.errors import StoreError, StoreUnavailable
-from crawler.extract import Record
+from crawler.extract import Record, dumps
 
 log = logging.getLogger("crawler.store")
 
@@ -112,10 +111,6 @@ class JobRow:
     pages: int
     records: int
     error: str | None
-
-
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def _iso(ts: float) -> str:
@@ -214,7 +209,7 @@ class SqliteStore:
 
     def _write(self, records: Sequence[Record]) -> None:
         now = _iso(time.time())
-        rows = [(r.source, r.key, _dumps(r.data), now, now) for r in records]
+        rows = [(r.source, r.key, dumps(r.data), now, now) for r in records]
         conn = self.conn
         conn.execute("BEGIN")
         try:
@@ -384,7 +379,7 @@ class PostgresStore:
         async with conn.cursor() as cur:
             async with cur.copy("COPY crawler_stage (source, key, data) FROM STDIN") as copy:
                 for r in records:
-                    await copy.write_row((r.source, r.key, _dumps(r.data)))
+                    await copy.write_row((r.source, r.key, dumps(r.data)))
             await cur.execute(_PG_UPSERT)
 
     async def write(self, records: Sequence[Record]) -> None:
