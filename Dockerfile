@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# The crawler's image (also runs the pipeline exporter: `python -m exporters.pipeline`).
+# Multi-arch: linux/amd64, linux/arm64 and linux/arm/v7 (Raspberry Pi 3 on a 32-bit OS):
+#   docker buildx build --platform linux/arm64,linux/arm/v7 -t pi-crawler:0.1.0 .
+#
+# Build stage: compilers and headers, because armv7 has no binary psycopg wheel
+# (psycopg-binary ships none for 32-bit ARM) and some dependencies may have to
+# be compiled there. Runtime stage: the virtualenv, libpq and nothing else.
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential libpq-dev libxml2-dev libxslt1-dev \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY crawler ./crawler
+COPY exporters ./exporters
+# psycopg[c]: the C implementation, compiled here against libpq-dev, on every
+# architecture alike; the runtime only needs libpq5.
+RUN /opt/venv/bin/pip install "psycopg[c]>=3.2" . \
+ && /opt/venv/bin/python -c "import psycopg; assert psycopg.pq.__impl__ == 'c', psycopg.pq.__impl__"
+
+FROM ${PYTHON_IMAGE} AS runtime
+# libpq5: the PostgreSQL client library psycopg loads. libxml2/libxslt1.1:
+# only used if lxml had to be compiled from source on this architecture.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq5 libxml2 libxslt1.1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 crawler \
+ && useradd --system --uid 10001 --gid crawler --home-dir /var/lib/crawler --shell /usr/sbin/nologin crawler \
+ && mkdir -p /var/lib/crawler /etc/crawler \
+ && chown crawler:crawler /var/lib/crawler
+COPY --from=build /opt/venv /opt/venv
+# The exporters package is imported from the venv, so any working directory does.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+WORKDIR /var/lib/crawler
+# The state volume is created from this directory, so it inherits the owner.
+VOLUME ["/var/lib/crawler"]
+USER crawler:crawler
+EXPOSE 9410 9411
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9410/healthz', timeout=4)"]
+# No ENTRYPOINT, so compose can run `python -m exporters.pipeline` from the same image.
+CMD ["crawler", "run", "-c", "/etc/crawler/crawler.yaml"]
