@@ -1,0 +1,271 @@
+"""The alerting configuration is code, checked by the tools that will run it.
+
+promtool checks prometheus.yml and every rule file (the Loki rules too: they keep to the
+PromQL-compatible part of LogQL) and runs the rule unit tests in prometheus/tests/; amtool
+checks alertmanager.yml, resolves the route of every severity and renders the Slack template.
+Around the tools, these tests hold the house rules: every alert has `for`, a severity, a
+summary, a description, a runbook section, and unit tests that show it firing and silent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS = ROOT / "prometheus"
+RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+LOKI_RULES = sorted((ROOT / "loki" / "rules" / "fake").glob("*.yml"))
+UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
+ALERTMANAGER = ROOT / "alertmanager"
+AM_CONFIG = ALERTMANAGER / "alertmanager.yml"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+RUNBOOK_BASE = "https://github.com/example/pi-crawler/blob/main/docs/runbooks.md#"
+SEVERITIES = {"critical", "warning", "info"}
+# Fires by design at every evaluation: there is no input on which it is silent.
+ALWAYS_FIRING = {"CrawlerWatchdog"}
+# Expressions without labels (vector(1), absent of a bare name): nothing to template.
+UNLABELLED = {"CrawlerWatchdog", "CrawlerAlertThresholdsMissing"}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(
+            f"{name} not found: install the Debian packages prometheus and "
+            "prometheus-alertmanager (scripts/test does)"
+        )
+    return path
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def alert_rules(files: list[Path]) -> list[dict[str, Any]]:
+    rules = []
+    for f in files:
+        for group in yaml.safe_load(f.read_text())["groups"]:
+            rules += [r for r in group["rules"] if "alert" in r]
+    return rules
+
+
+ALERTS = alert_rules(RULES) + alert_rules(LOKI_RULES)
+ALERT_NAMES = sorted({r["alert"] for r in ALERTS})
+
+
+def am_config_for_test(tmp_path: Path) -> Path:
+    """alertmanager.yml with the templates read from the repository instead of /etc."""
+    text = AM_CONFIG.read_text().replace(
+        "/etc/alertmanager/templates/", f"{ALERTMANAGER / 'templates'}/"
+    )
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(text)
+    return path
+
+
+# --- Prometheus --------------------------------------------------------------------------
+
+
+def test_promtool_check_config_loads_every_rule_file() -> None:
+    proc = run(tool("promtool"), "check", "config", PROMETHEUS / "prometheus.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(RULES)} rule files found" in proc.stdout
+
+
+def test_promtool_check_rules() -> None:
+    assert RULES and LOKI_RULES
+    proc = run(tool("promtool"), "check", "rules", *RULES, *LOKI_RULES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == len(RULES) + len(LOKI_RULES)
+
+
+def test_promtool_test_rules() -> None:
+    assert UNIT_TESTS
+    proc = run(tool("promtool"), "test", "rules", *UNIT_TESTS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == len(UNIT_TESTS)
+
+
+def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for f in UNIT_TESTS:
+        for case in yaml.safe_load(f.read_text())["tests"]:
+            for t in case.get("alert_rule_test", []):
+                (fires if t.get("exp_alerts") else silent).add(t["alertname"])
+    assert set(ALERT_NAMES) - fires == set(), "alerts without a firing test case"
+    assert set(ALERT_NAMES) - ALWAYS_FIRING - silent == set(), "alerts without a silent test case"
+    assert fires | silent <= set(ALERT_NAMES), "tests of alerts that do not exist"
+
+
+@pytest.mark.parametrize("rule", ALERTS, ids=lambda r: f"{r['alert']}-{r['labels']['severity']}")
+def test_alert_carries_for_severity_summary_description_runbook(rule: dict[str, Any]) -> None:
+    name = rule["alert"]
+    assert re.fullmatch(r"Crawler(?:[A-Z][a-z0-9]*)+", name), "CamelCase with the Crawler prefix"
+    assert "for" in rule, "every alert states its `for`, even 0m"
+    assert rule["labels"]["severity"] in SEVERITIES
+    annotations = rule["annotations"]
+    assert annotations["summary"].strip()
+    if name not in UNLABELLED:
+        assert "{{" in annotations["description"], "description is templated"
+    assert annotations["runbook_url"] == RUNBOOK_BASE + name.lower()
+
+
+def test_every_alert_has_a_runbook_section_and_a_table_row() -> None:
+    text = RUNBOOKS.read_text()
+    sections = set(re.findall(r"^## (\w+)$", text, re.MULTILINE))
+    rows = set(re.findall(r"^\| (Crawler\w+)", text, re.MULTILINE))
+    assert set(ALERT_NAMES) <= sections
+    assert set(ALERT_NAMES) == rows
+
+
+def test_thresholds_are_defined_once_and_all_used() -> None:
+    doc = yaml.safe_load((PROMETHEUS / "rules" / "thresholds.yml").read_text())
+    defined = [r["labels"]["threshold"] for g in doc["groups"] for r in g["rules"]]
+    assert len(defined) == len(set(defined)), "a threshold defined twice"
+    used: set[str] = set()
+    for f in RULES:
+        if f.name != "thresholds.yml":
+            used |= set(re.findall(r'alerting:threshold\{threshold="(\w+)"\}', f.read_text()))
+    assert used == set(defined)
+
+
+def test_scrape_jobs_and_pi_addresses_in_target_files() -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"crawler", "node", "postgres", "pipeline", "prometheus", "alertmanager"}
+    # The Pi's two addresses are in target files, one place the user edits.
+    for job, target in (("crawler", "crawler:9410"), ("node", "node-exporter:9100")):
+        (sd,) = jobs[job]["file_sd_configs"]
+        (path,) = sd["files"]
+        groups = yaml.safe_load((PROMETHEUS / path).read_text())
+        assert [t for g in groups for t in g["targets"]] == [target]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"
+    ]
+
+
+# --- Alertmanager ------------------------------------------------------------------------
+
+
+def test_amtool_check_config(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    proc = run(amtool, "check-config", AM_CONFIG)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Again with the templates where amtool can find and parse them.
+    proc = run(amtool, "check-config", am_config_for_test(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 templates" in proc.stdout
+
+
+def test_slack_url_comes_from_a_file_and_resolved_messages_are_sent() -> None:
+    config = yaml.safe_load(AM_CONFIG.read_text())
+    assert config["global"]["slack_api_url_file"] == "/run/secrets/slack_webhook_url"
+    assert "hooks.slack.com" not in AM_CONFIG.read_text()
+    slack = [c for r in config["receivers"] for c in r.get("slack_configs", [])]
+    assert len(slack) == 3
+    assert all(c["send_resolved"] is True and "api_url" not in c for c in slack)
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=critical"], "slack-critical"),
+        (["severity=warning"], "slack-warning"),
+        (["severity=info"], "slack-info"),
+        (["alertname=CrawlerWatchdog", "severity=info"], "heartbeat"),
+        (["alertname=SomethingNew"], "slack-warning"),
+    ],
+)
+def test_amtool_routes_each_severity(labels: list[str], receiver: str) -> None:
+    proc = run(
+        tool("amtool"),
+        "config",
+        "routes",
+        "test",
+        f"--config.file={AM_CONFIG}",
+        f"--verify.receivers={receiver}",
+        *labels,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == receiver
+
+
+def test_inhibitions_cover_target_down_and_critical_over_warning() -> None:
+    rules = yaml.safe_load(AM_CONFIG.read_text())["inhibit_rules"]
+    by_source = {tuple(r["source_matchers"]): r for r in rules}
+    down = by_source[('alertname="CrawlerTargetDown"',)]
+    assert down["equal"] == ["job", "instance"]
+    crit = by_source[('severity="critical"',)]
+    assert crit["target_matchers"] == ['severity="warning"']
+    assert "alertname" in crit["equal"]
+
+
+def _alert(status: str, source: str, summary: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {
+            "alertname": "CrawlerSourceErrorRatioHigh",
+            "severity": "warning",
+            "job": "crawler",
+            "instance": "pi:9410",
+            "source": source,
+        },
+        "annotations": {
+            "summary": summary,
+            "description": f"description of {source}",
+            "runbook_url": RUNBOOK_BASE + "crawlersourceerrorratiohigh",
+        },
+        "startsAt": "2026-01-01T10:00:00Z",
+        "endsAt": "2026-01-01T10:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": source,
+    }
+
+
+def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
+    data = {
+        "receiver": "slack-warning",
+        "status": "firing",
+        "alerts": [
+            _alert("firing", "quotes", "Source quotes: 40% fail"),
+            _alert("firing", "api", "Source api: 25% fail"),
+            _alert("resolved", "books", "Source books: 12% fail"),
+        ],
+        "groupLabels": {"alertname": "CrawlerSourceErrorRatioHigh", "job": "crawler"},
+        "commonLabels": {"alertname": "CrawlerSourceErrorRatioHigh", "severity": "warning"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+    }
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(data))
+    proc = run(
+        tool("amtool"),
+        "template",
+        "render",
+        f"--template.glob={ALERTMANAGER / 'templates' / '*.tmpl'}",
+        f"--template.data={data_file}",
+        '--template.text={{ template "crawler.slack.title" . }}\n'
+        '{{ template "crawler.slack.text" . }}',
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert out.startswith("[FIRING:2] CrawlerSourceErrorRatioHigh (warning)")
+    for summary in ("Source quotes: 40% fail", "Source api: 25% fail"):
+        assert f":red_circle: *{summary}*" in out
+    assert ":white_check_mark: RESOLVED *Source books: 12% fail*" in out
+    for source in ("quotes", "api", "books"):
+        assert f"source: `{source}`" in out
+        assert f"description of {source}" in out
+    assert out.count(f"<{RUNBOOK_BASE}crawlersourceerrorratiohigh|Runbook>") == 3
+    assert out.count("<http://localhost:3000/") == 3
