@@ -522,7 +522,7 @@ def _load_source(
     every = sec.get("every", positive_duration, None)
     cron = sec.get("cron", string, None)
     jitter = sec.get("jitter", duration, 0.0)
-    if every is None and cron is None:
+    if every is None and cron is None and not (sec.has("every") or sec.has("cron")):
         ctx.problem(sec.line(), sec.key("every"), "a source needs `every` or `cron`")
     elif every is not None and cron is not None:
         ctx.problem(sec.line("cron"), sec.key("cron"), "use `every` or `cron`, not both")
@@ -561,15 +561,16 @@ def _load_source(
         error = check_selector(parser, items)
         if error:
             ctx.problem(sec.line("items"), sec.key("items"), error)
-    fields = _load_fields(sec.section("fields"), parser)
+    fields_sec = sec.section("fields")
+    fields = _load_fields(fields_sec, parser)
+    declared = set(fields_sec.data)  # a field that failed to parse is still declared
     key_raw: Any = sec.get("key", _as_list, [])
     key: tuple[str, ...] = ()
     if not isinstance(key_raw, list) or not all(isinstance(k, str) for k in key_raw):
         ctx.problem(sec.line("key"), sec.key("key"), "must be a field name or a list of them")
     else:
-        names = {f.name for f in fields}
         for k in key_raw:
-            if fields and k not in names:
+            if declared and k not in declared:
                 ctx.problem(sec.line("key"), sec.key("key"), f"{k!r} is not one of the fields")
         key = tuple(key_raw)
     robots = sec.get("robots", boolean, True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -23,7 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
+) -> object:
     """Poll `predicate` until it returns something truthy; fail loudly on timeout."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -64,8 +67,19 @@ class PostgresServer:
             pw = pwd.getpwnam(self._user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self._run(
-            [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-             "--no-sync", "-E", "UTF8", "--locale=C"]
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
         )
 
     def _run(self, cmd: list[str]) -> None:
@@ -80,8 +94,21 @@ class PostgresServer:
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
         )
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w", "-t", "60",
-                   "-l", str(self.dir / "log"), "start"])
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.dir / "log"),
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
@@ -98,8 +125,6 @@ class PostgresServer:
         return self.dsn(name)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop("immediate")
-        except RuntimeError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)

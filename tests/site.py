@@ -22,8 +22,12 @@ ITEMS_PER_PAGE = 20
 
 def items(page: int, version: int = 0) -> list[dict[str, Any]]:
     return [
-        {"id": f"p{page}-q{j}", "text": f"Quote {j} of page {page} v{version}",
-         "author": f"Author {j % 5}", "tags": [f"t{j % 3}", f"t{j % 4 + 3}"]}
+        {
+            "id": f"p{page}-q{j}",
+            "text": f"Quote {j} of page {page} v{version}",
+            "author": f"Author {j % 5}",
+            "tags": [f"t{j % 3}", f"t{j % 4 + 3}"],
+        }
         for j in range(ITEMS_PER_PAGE)
     ]
 
@@ -35,7 +39,8 @@ def html_page(page: int, version: int = 0) -> bytes:
         parts.append(
             f"<div class='quote' data-id='{it['id']}'><span class='text'>{it['text']}</span>"
             f"<span>by <small class='author'>{it['author']}</small></span>"
-            f"<div class='tags'>{tags}</div></div>")
+            f"<div class='tags'>{tags}</div></div>"
+        )
     parts.append("</div></body></html>")
     return "".join(parts).encode()
 
@@ -69,15 +74,20 @@ class Site:
     async def _page(self, request: web.Request) -> web.Response:
         if self.fail:
             return web.Response(status=500, text="down")
-        return web.Response(body=html_page(int(request.match_info["i"]), self.version),
-                            content_type="text/html", charset="utf-8")
+        return web.Response(
+            body=html_page(int(request.match_info["i"]), self.version),
+            content_type="text/html",
+            charset="utf-8",
+        )
 
     async def _api(self, request: web.Request) -> web.Response:
         if self.fail:
             return web.Response(status=500, text="down")
         i = int(request.match_info["i"])
-        return web.Response(text=json.dumps({"page": i, "items": items(i, self.version)}),
-                            content_type="application/json")
+        return web.Response(
+            text=json.dumps({"page": i, "items": items(i, self.version)}),
+            content_type="application/json",
+        )
 
     def start(self) -> Site:
         ready = threading.Event()
