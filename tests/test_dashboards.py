@@ -177,6 +177,18 @@ def test_every_panel_explains_itself() -> None:
             assert p["targets"], f"{name}/{p['title']}: no query"
 
 
+def test_panels_fit_the_grid_without_overlapping() -> None:
+    for name, d in dashboards().items():
+        cells: dict[tuple[int, int], str] = {}
+        for p in all_panels(d):
+            g = p["gridPos"]
+            assert g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24, f"{name}/{p['title']}"
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{name}: {p['title']} overlaps {cells[(x, y)]}"
+                    cells[(x, y)] = p["title"]
+
+
 def test_template_variables() -> None:
     by_uid = {d["uid"]: d for d in dashboards().values()}
     names = {uid: {v["name"] for v in d["templating"]["list"]} for uid, d in by_uid.items()}
