@@ -546,8 +546,16 @@ def test_every_crawler_and_host_panel_returns_data(stack: dict[str, Any]) -> Non
     assert not missing, "queries without data:\n" + "\n".join(missing)
     assert not prom_query(base, "crawler_no_such_metric"), "an empty answer must look empty"
 
-    # The Data dashboard on what the crawler stored.
-    results = run_data_dashboard(stack["dsn"])
+    # The Data dashboard on what the crawler stored (both sources' two pages
+    # of 20 records, and the broken source's failed runs).
+    def data_complete() -> dict[str, list[tuple[Any, ...]]] | None:
+        results = run_data_dashboard(stack["dsn"])
+        counts = {r[0]: r[1] for r in results["Records per source"]}
+        done = counts.get("quotes_html") == 40 and counts.get("quotes_api") == 40
+        return results if done and results["Latest failures"] else None
+
+    results = wait_for(data_complete, timeout=20, interval=0.5)
+    assert isinstance(results, dict)
     for title, rows in results.items():
         assert rows, f"Data/{title}: no rows"
     counts = {r[0]: r[1] for r in results["Records per source"]}
