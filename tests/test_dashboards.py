@@ -266,6 +266,7 @@ def test_logql_selects_only_promoted_labels() -> None:
     for v in logs["templating"]["list"]:
         exprs.append(v["query"]["stream"])
         assert v["query"]["label"] in LOKI_LABELS
+        assert v["query"]["type"] == "labelValues"  # Grafana's LokiVariableQueryType
     for expr in exprs:
         assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
         selectors = re.findall(r"(?<![{\w.])\{([^{}]*)\}", expr)
@@ -383,7 +384,7 @@ def grafana_regex(values: list[str]) -> str:
 def resolve_variables(base: str, dash: dict[str, Any]) -> dict[str, str]:
     values: dict[str, str] = {}
     for v in dash["templating"]["list"]:
-        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["query"]["query"])
+        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["query"])
         assert m
         found = label_values(base, m.group(2), substitute(m.group(1), values))
         assert found, f"variable {v['name']} has no values"
