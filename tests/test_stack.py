@@ -587,6 +587,15 @@ def test_promtail_parses_a_real_crawler_log_line_shape() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", line["time"])
 
 
+def test_pi_node_exporter_reads_the_throttling_textfile() -> None:
+    from exporters.throttled import DEFAULT_OUTPUT
+
+    node = services("compose.pi.yaml")["node-exporter"]
+    mounts = dict(v.split(":")[:2][::-1] for v in node["volumes"])
+    assert mounts["/textfile"] == str(DEFAULT_OUTPUT.parent)
+    assert "--collector.textfile.directory=/textfile" in node["command"]
+
+
 def test_alloy_config_is_the_same_pipeline() -> None:
     text = (ROOT / "alloy" / "config.alloy").read_text(encoding="utf-8")
     code = re.sub(r"//[^\n]*", "", text)
