@@ -86,6 +86,7 @@ class StorageConfig:
     sqlite_path: Path | None = None
     batch_size: int = 500
     connect_timeout: float = 5.0
+    write_timeout: float = 30.0
 
     @property
     def backend(self) -> str:
@@ -138,6 +139,9 @@ class FetchConfig:
     politeness_delay: float = 1.0
     robots: bool = True
     robots_ttl: float = 3600.0
+    # A robots.txt Crawl-delay above this is cut to it: a mistaken or hostile value (hours)
+    # must not park a source for good; real sites ask for 1-30 s.
+    crawl_delay_max: float = 60.0
     conditional_get: bool = True
     retry: RetryConfig = field(default_factory=RetryConfig)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
@@ -459,6 +463,7 @@ def _load_fetch(sec: _Section) -> FetchConfig:
         politeness_delay=sec.get("politeness_delay", duration, d.politeness_delay),
         robots=sec.get("robots", boolean, d.robots),
         robots_ttl=sec.get("robots_ttl", positive_duration, d.robots_ttl),
+        crawl_delay_max=sec.get("crawl_delay_max", duration, d.crawl_delay_max),
         conditional_get=sec.get("conditional_get", boolean, d.conditional_get),
         retry=retry,
         circuit=circuit,
@@ -643,6 +648,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         sqlite_path=(base / sqlite_path) if sqlite_path else state_dir / "crawler.sqlite",
         batch_size=ss.get("batch_size", positive_int, 500),
         connect_timeout=ss.get("connect_timeout", positive_duration, 5.0),
+        write_timeout=ss.get("write_timeout", positive_duration, 30.0),
     )
     ss.done()
 

@@ -1,29 +1,68 @@
-"""Fetching: one aiohttp session for the process, bounded in concurrency, time and bytes.
+"""Fetching: one aiohttp session for the process, polite to every host and hard to knock over.
 
 `Fetcher.fetch()` returns a `Page` or raises `FetchError` with an `ErrorKind`; aiohttp's
-exceptions never leave this module (translated in `_translate`).
+exceptions never leave this module (translated in `_translate`). Each fetch goes through:
+
+1. the host's circuit breaker (fail fast while it is open, `crawler.breaker`);
+2. robots.txt, unless the source opts out (`crawler.robots`);
+3. the conditional-GET validators of the URL (`crawler.httpstate`);
+4. attempts: per-host concurrency, the per-host politeness gap (`crawler.politeness`; the
+   larger of `politeness_delay` and the site's Crawl-delay), the global concurrency limit,
+   then the request, bounded in time, redirects and bytes (counted after decompression);
+5. retries of transient failures (`RETRYABLE`, plus HTTP 429) with `Backoff`, honouring
+   Retry-After on 429 and 503, never waiting past the give-up bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import dataclasses
+import email.utils
+import hashlib
 import logging
+import re
 import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timezone
 from types import TracebackType
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from crawler.backoff import Backoff
+from crawler.breaker import Breakers, CircuitBreaker
 from crawler.config import Config, SourceConfig
 from crawler.errors import ErrorKind, FetchError
+from crawler.httpstate import HttpState, Validators
 from crawler.metrics import Metrics, status_class
+from crawler.politeness import HostPacer
+from crawler.robots import MAX_BYTES as ROBOTS_MAX_BYTES
+from crawler.robots import RobotsCache
 
 log = logging.getLogger("crawler.fetch")
 
 _CHUNK = 64 * 1024
+
+# Failures worth another attempt: the host or the network may be fine a moment later. A 4xx,
+# a body over the cap or of the wrong type will be the same next time. (429 is a 4xx that is
+# retried, after the wait the server asks for.)
+RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.HTTP_5XX})
+# Failures that say the *host* is unwell, counted by its circuit breaker. A 404 or a page of
+# the wrong shape is the page's problem; the host answered fine.
+HOST_FAILURES = RETRYABLE | {ErrorKind.TLS}
+
+# Content types each parser accepts. JSON APIs are often served as text or JavaScript.
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_JSON_TYPES = frozenset(
+    {"application/json", "text/json", "text/plain", "text/javascript", "application/javascript"}
+)
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I
+)
+_SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -37,6 +76,9 @@ class Page:
     charset: str | None
     duration: float
     not_modified: bool = False
+    attempts: int = 1
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 def _translate(exc: BaseException) -> FetchError:
@@ -68,6 +110,71 @@ def _translate(exc: BaseException) -> FetchError:
     raise exc
 
 
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        now = time.time() if now is None else now
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _valid_charset(name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def choose_charset(header_charset: str | None, body: bytes, parser: str) -> str:
+    """The body's charset: the header's, else a BOM or <meta> (HTML), else UTF-8.
+
+    Never None: lxml, left to guess, reads a page without <meta> as Latin-1, and most of the
+    web is UTF-8. Bytes invalid in the chosen charset become U+FFFD in the parsers.
+    """
+    found = _valid_charset(header_charset)
+    if found:
+        return found
+    if body.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if parser == "html":
+        m = _META_CHARSET.search(body[:_SNIFF_BYTES])
+        if m:
+            found = _valid_charset(m.group(1).decode("ascii"))
+            if found:
+                return found
+    return "utf-8"
+
+
+def check_content_type(parser: str, declared: bool, ctype: str) -> None:
+    """Raise BAD_CONTENT unless the response's type suits the source's parser."""
+    if not declared:
+        return  # nothing declared (aiohttp then says octet-stream): let the parser judge
+    ctype = ctype.lower()
+    if parser == "json":
+        ok = ctype in _JSON_TYPES or ctype.endswith("+json")
+    else:
+        ok = ctype in _HTML_TYPES
+    if not ok:
+        raise FetchError(ErrorKind.BAD_CONTENT, f"content type {ctype!r} is not {parser}")
+
+
 class Fetcher:
     """The process's HTTP client; use as an async context manager."""
 
@@ -78,6 +185,12 @@ class Fetcher:
         self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.fc.per_host_concurrency)
         )
+        self.pacer = HostPacer()
+        self.breakers = Breakers(self.fc.circuit, metrics)
+        self.robots = RobotsCache(
+            self._fetch_robots, config.user_agent, self.fc.robots_ttl, metrics
+        )
+        self.state: HttpState | None = None
 
     async def __aenter__(self) -> Fetcher:
         fc = self.fc
@@ -98,14 +211,23 @@ class Fetcher:
             max_field_size=16384,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        if fc.conditional_get:
+            self.state = HttpState(self.config.state_dir / "http_state.sqlite")
+            await self.state.open()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self.breakers.close()
+        try:
+            if self.state is not None:
+                await self.state.close()
+                self.state = None
+        finally:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -113,15 +235,141 @@ class Fetcher:
             raise RuntimeError("Fetcher used outside `async with`")
         return self._session
 
-    async def fetch(self, source: SourceConfig, url: str) -> Page:
-        """Fetch `url` for `source` once; raise FetchError on any failure."""
-        host = urlsplit(url).netloc
-        async with self._global, self._per_host[host]:
-            return await self._request(source.name, host, url, {})
+    # -- the fetch -----------------------------------------------------------------------------
 
-    async def _request(self, source: str, host: str, url: str, headers: dict[str, str]) -> Page:
+    async def fetch(self, source: SourceConfig, url: str) -> Page:
+        """Fetch `url` for `source`, with retries; raise FetchError on any failure."""
+        parts = urlsplit(url)
+        host = parts.netloc.lower()
+        breaker = self.breakers.get(host)
+        breaker.check()
+        delay = self.fc.politeness_delay
+        if self.fc.robots and source.robots:
+            policy = await self.robots.policy(f"{parts.scheme}://{host}")
+            if not policy.allows(url, self.config.user_agent):
+                why = "disallowed by robots.txt" if not policy.deny_all else policy.reason
+                raise FetchError(ErrorKind.ROBOTS_DENIED, why)
+            crawl_delay = policy.crawl_delay(self.config.user_agent)
+            if crawl_delay:
+                delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))
+        old = await self.state.get(source.name, url) if self.state is not None else None
+        headers = old.headers() if old is not None else {}
+        page = await self._with_retries(source, host, url, headers, delay, breaker)
+        if self.state is not None:
+            page = self._remember(source.name, url, old, page)
+        return page
+
+    def forget(self, source: SourceConfig, url: str) -> None:
+        """Drop the URL's validators, so its next fetch is a full one that gets extracted.
+
+        For callers whose use of a fetched page failed (extraction, storage): without this,
+        an unchanged page would be answered "not modified" and never extracted again.
+        """
+        if self.state is not None:
+            self.state.put(source.name, url, Validators(body_hash=b"?"), None)
+
+    def _remember(self, source: str, url: str, old: Validators | None, page: Page) -> Page:
+        assert self.state is not None
+        if page.status == 304:
+            if old is None:
+                return page
+            new = Validators(
+                page.etag or old.etag, page.last_modified or old.last_modified, old.body_hash
+            )
+        else:
+            digest = hashlib.blake2b(page.body, digest_size=16).digest()
+            new = Validators(page.etag, page.last_modified, digest)
+            if old is not None and old.body_hash == digest:
+                page = dataclasses.replace(page, body=b"", not_modified=True)
+        self.state.put(source, url, old, new)
+        return page
+
+    async def _with_retries(
+        self,
+        source: SourceConfig,
+        host: str,
+        url: str,
+        headers: dict[str, str],
+        delay: float,
+        breaker: CircuitBreaker,
+    ) -> Page:
+        rc = self.fc.retry
+        backoff = Backoff(base=rc.base, cap=rc.max, give_up_after=rc.give_up_after)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                page = await self._attempt(source, host, url, headers, delay, breaker)
+            except FetchError as exc:
+                if exc.kind is ErrorKind.CIRCUIT_OPEN:
+                    raise  # opened by other calls meanwhile: no request was made
+                wait = self._retry_wait(exc, attempt, backoff)
+                log.warning(
+                    "fetch attempt failed, retrying"
+                    if wait is not None
+                    else "fetch attempt failed",
+                    extra={
+                        "source": source.name,
+                        "url": url,
+                        "attempt": attempt,
+                        "error_kind": exc.kind.value,
+                        "status": exc.status,
+                        "error": str(exc),
+                        "retry_in_ms": round(wait * 1000) if wait is not None else None,
+                    },
+                )
+                if wait is None:
+                    raise
+                self.metrics.fetch_retries.labels(source.name, exc.kind.value).inc()
+                await asyncio.sleep(wait)
+                continue
+            if attempt > 1:
+                page = dataclasses.replace(page, attempts=attempt)
+            return page
+
+    def _retry_wait(self, exc: FetchError, attempt: int, backoff: Backoff) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up now."""
+        rc = self.fc.retry
+        retryable = exc.kind in RETRYABLE or exc.status == 429
+        if not retryable or attempt >= rc.attempts:
+            return None
+        wait = backoff.next_delay()
+        if exc.retry_after is not None and exc.status in (429, 503):
+            wait = max(wait, min(exc.retry_after, rc.retry_after_max))
+        if backoff.expired(wait):
+            return None
+        return wait
+
+    async def _attempt(
+        self,
+        source: SourceConfig,
+        host: str,
+        url: str,
+        headers: dict[str, str],
+        delay: float,
+        breaker: CircuitBreaker,
+    ) -> Page:
+        async with self._per_host[host]:
+            await self.pacer.wait(host, delay)
+            breaker.acquire()
+            try:
+                async with self._global:
+                    page = await self._request(source, host, url, headers)
+            except FetchError as exc:
+                breaker.record(exc.kind in HOST_FAILURES or exc.status == 429)
+                raise
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.record(False)
+            return page
+
+    async def _request(
+        self, source: SourceConfig, host: str, url: str, headers: dict[str, str]
+    ) -> Page:
         m = self.metrics
         status: int | None = None
+        body = b""
         started = time.monotonic()
         m.in_flight.inc()
         try:
@@ -129,19 +377,21 @@ class Fetcher:
                 url, headers=headers, allow_redirects=True, max_redirects=self.fc.max_redirects
             ) as resp:
                 status = resp.status
-                if status == 304:
-                    body = b""
-                else:
-                    body = await self._read_capped(resp)
-                duration = time.monotonic() - started
+                _raise_for_status(resp)
+                if status != 304:
+                    declared = "Content-Type" in resp.headers
+                    check_content_type(source.parser, declared, resp.content_type)
+                    body = await self._read_capped(resp, self.fc.max_response_bytes)
                 page = Page(
                     url=url,
                     status=status,
                     body=body,
                     content_type=resp.content_type or "",
-                    charset=resp.charset,
-                    duration=duration,
+                    charset=choose_charset(resp.charset, body, source.parser),
+                    duration=time.monotonic() - started,
                     not_modified=status == 304,
+                    etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
                 )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
@@ -150,20 +400,47 @@ class Fetcher:
             raise error from (exc if error is not exc else None)
         finally:
             m.in_flight.dec()
-            m.requests.labels(source, host, status_class(status)).inc()
-            m.request_duration.labels(source).observe(time.monotonic() - started)
-        m.response_bytes.labels(source).inc(len(body))
-        if status >= 500:
-            raise FetchError(ErrorKind.HTTP_5XX, f"HTTP {status}", status=status)
-        if status >= 400:
-            raise FetchError(ErrorKind.HTTP_4XX, f"HTTP {status}", status=status)
+            m.requests.labels(source.name, host, status_class(status)).inc()
+            m.request_duration.labels(source.name).observe(time.monotonic() - started)
+            m.response_bytes.labels(source.name).inc(len(body))
         return page
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        """Read the body, counting bytes after decompression, and stop at the cap."""
-        cap = self.fc.max_response_bytes
+    async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
+        """GET a robots.txt: same timeouts and politeness, body truncated at its limit."""
+        m = self.metrics
+        host = urlsplit(url).netloc.lower()
+        status: int | None = None
+        started = time.monotonic()
+        async with self._per_host[host]:
+            await self.pacer.wait(host, self.fc.politeness_delay)
+            try:
+                async with self.session.get(
+                    url, allow_redirects=True, max_redirects=self.fc.max_redirects
+                ) as resp:
+                    status = resp.status
+                    if not 200 <= status < 300:
+                        return status, b""
+                    return status, await self._read_capped(resp, ROBOTS_MAX_BYTES, truncate=True)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                error = _translate(exc)
+                raise error from (exc if error is not exc else None)
+            finally:
+                m.requests.labels("robots", host, status_class(status)).inc()
+                m.request_duration.labels("robots").observe(time.monotonic() - started)
+
+    async def _read_capped(
+        self, resp: aiohttp.ClientResponse, cap: int, truncate: bool = False
+    ) -> bytes:
+        """Read the body, counting bytes after decompression, and stop at the cap.
+
+        aiohttp decompresses in bounded steps as we read (since 3.13.3), so a gzip bomb is
+        never expanded beyond what we have read plus one step.
+        """
         if (
-            resp.content_length is not None
+            not truncate
+            and resp.content_length is not None
             and resp.content_length > cap
             and not resp.headers.get("Content-Encoding")
         ):
@@ -171,11 +448,30 @@ class Fetcher:
                 ErrorKind.TOO_LARGE,
                 f"Content-Length {resp.content_length} over the cap of {cap} bytes",
             )
-        chunks: list[bytes] = []
-        total = 0
+        buf = bytearray()
         async for chunk in resp.content.iter_chunked(_CHUNK):
-            total += len(chunk)
-            if total > cap:
+            if len(buf) + len(chunk) > cap:
+                if truncate:
+                    buf += chunk[: cap - len(buf)]
+                    break
                 raise FetchError(ErrorKind.TOO_LARGE, f"body over the cap of {cap} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            buf += chunk
+        return bytes(buf)
+
+
+def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
+    status = resp.status
+    if status >= 500:
+        raise FetchError(
+            ErrorKind.HTTP_5XX,
+            f"HTTP {status}",
+            status=status,
+            retry_after=retry_after(resp.headers.get("Retry-After")),
+        )
+    if status >= 400:
+        raise FetchError(
+            ErrorKind.HTTP_4XX,
+            f"HTTP {status}",
+            status=status,
+            retry_after=retry_after(resp.headers.get("Retry-After")),
+        )

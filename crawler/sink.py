@@ -46,6 +46,9 @@ class Sink:
         self.db_up = True
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
+        self._drain_lock = (
+            asyncio.Lock()
+        )  # one drain at a time: `crawler spool --drain` and the task
         self.log_keys = log.isEnabledFor(logging.DEBUG)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -190,6 +193,10 @@ class Sink:
 
         Raises StoreUnavailable if the database cannot take it.
         """
+        async with self._drain_lock:
+            return await self._drain_batch()
+
+    async def _drain_batch(self) -> int:
         assert self.spool is not None
         spool, n = self.spool, self.config.spool.drain_batch
         ids, records = await spool.peek_records(n)

@@ -59,6 +59,7 @@ class Spool:
         self.jobs = 0
         self.used_bytes = 0
         self.oldest: float | None = None
+        self.refusing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -120,7 +121,8 @@ class Spool:
 
     @property
     def full(self) -> bool:
-        return self.used_bytes >= self.max_bytes
+        """At the cap, or the last batch offered was refused (until a drain makes room)."""
+        return self.refusing or self.used_bytes >= self.max_bytes
 
     def file_bytes(self) -> int:
         total = 0
@@ -139,11 +141,13 @@ class Spool:
         rows = [(r.source, r.key, dumps(r.data)) for r in records]
         estimate = sum(len(s) + len(k) + len(d) + _ROW_OVERHEAD for s, k, d in rows)
         if self.used_bytes + estimate > self.max_bytes:
+            self.refusing = True
             raise SpoolFull(
                 f"spool is full ({self.used_bytes} of {self.max_bytes} bytes used); "
                 f"{len(rows)} records refused"
             )
         await self._worker.run(self._add_records, rows)
+        self.refusing = False
 
     def _add_records(self, rows: list[tuple[str, str, str]]) -> None:
         now = time.time()
@@ -217,11 +221,15 @@ class Spool:
         assert table in ("records", "jobs")
         c = self.conn
         # Ids are handed out in order and drained oldest first, so a range delete is exact.
-        c.execute(f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", (min(ids), max(ids)))
+        deleted = c.execute(
+            f"DELETE FROM {table} WHERE id BETWEEN ? AND ?",
+            (min(ids), max(ids)),
+        ).rowcount
+        self.refusing = False
         if table == "records":
-            self.records -= len(ids)
+            self.records -= deleted
         else:
-            self.jobs -= len(ids)
+            self.jobs -= deleted
         self._refresh_oldest()
         self._refresh_bytes()
 

@@ -261,13 +261,15 @@ class SqliteStore:
 
 
 _PG_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS crawler_stage (source text, key text, data jsonb)"
+    "CREATE TEMP TABLE IF NOT EXISTS crawler_stage (ord integer, source text, key text, data jsonb)"
     " ON COMMIT DELETE ROWS"
 )
-# DISTINCT ON: one batch may hold the same key twice, which ON CONFLICT cannot update twice.
+# DISTINCT ON: one batch may hold the same key twice, which ON CONFLICT cannot update twice;
+# the last one in the batch (the newest, e.g. when draining the spool) wins.
 _PG_UPSERT = """
 INSERT INTO scraped_data AS t (source, key, data)
 SELECT DISTINCT ON (source, key) source, key, data FROM crawler_stage
+ ORDER BY source, key, ord DESC
 ON CONFLICT (source, key) DO UPDATE
    SET last_seen = now(),
        processed = t.processed AND t.data = EXCLUDED.data,
@@ -302,6 +304,11 @@ class PostgresStore:
                 connect_timeout=max(1, int(self.config.connect_timeout)),
                 autocommit=False,
                 application_name="crawler",
+                # Notice a dead peer in about a minute rather than TCP's quarter of an hour.
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
             )
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
@@ -346,14 +353,24 @@ class PostgresStore:
                 self._conn = None
 
     async def _run(self, fn: Any, *args: Any) -> None:
-        """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge."""
+        """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge.
+
+        Bounded by `write_timeout`: a NAS that vanished from the Wi-Fi leaves a socket that
+        TCP would retry for many minutes, while the spool could have taken the batch at once.
+        """
         import psycopg
 
         async with self._lock:
             conn = await self._connect()
             try:
-                async with conn.transaction():
-                    await fn(conn, *args)
+                await asyncio.wait_for(
+                    self._transaction(conn, fn, *args), timeout=self.config.write_timeout
+                )
+            except asyncio.TimeoutError as exc:
+                await self._drop()
+                raise StoreUnavailable(
+                    f"PostgreSQL did not answer within {self.config.write_timeout:g}s"
+                ) from exc
             except psycopg.OperationalError as exc:
                 await self._drop()
                 raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
@@ -366,6 +383,11 @@ class PostgresStore:
                 await self._drop()
                 raise StoreUnavailable(f"PostgreSQL went away: {exc}") from exc
 
+    @staticmethod
+    async def _transaction(conn: Any, fn: Any, *args: Any) -> None:
+        async with conn.transaction():
+            await fn(conn, *args)
+
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -377,9 +399,9 @@ class PostgresStore:
     @staticmethod
     async def _write_records(conn: Any, records: Sequence[Record]) -> None:
         async with conn.cursor() as cur:
-            async with cur.copy("COPY crawler_stage (source, key, data) FROM STDIN") as copy:
-                for r in records:
-                    await copy.write_row((r.source, r.key, dumps(r.data)))
+            async with cur.copy("COPY crawler_stage (ord, source, key, data) FROM STDIN") as copy:
+                for i, r in enumerate(records):
+                    await copy.write_row((i, r.source, r.key, dumps(r.data)))
             await cur.execute(_PG_UPSERT)
 
     async def write(self, records: Sequence[Record]) -> None:

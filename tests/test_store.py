@@ -155,3 +155,10 @@ async def test_unreachable_postgres_raises_store_unavailable():
         await s.open()
     with pytest.raises(StoreUnavailable):
         await s.write(recs(1))
+
+
+async def test_last_version_in_a_batch_wins(store, backend):
+    batch = [Record(source="s", key="k", data={"v": v}) for v in ("old", "mid", "new")]
+    await store.write(batch)
+    [(data,)] = backend.rows("select data from scraped_data")
+    assert (json.loads(data) if isinstance(data, str) else data) == {"v": "new"}

@@ -1,0 +1,177 @@
+"""The spool's promises: durable, capped without silent drops, drained oldest first."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from crawler.config import load_config
+from crawler.errors import SpoolFull
+from crawler.extract import Record
+from crawler.metrics import Metrics
+from crawler.service import Service
+from crawler.sink import Sink
+from crawler.spool import Spool
+from tests.helpers import PostgresServer, free_port
+from tests.site import Site
+
+
+def recs(n: int, start: int = 0, source: str = "s") -> list[Record]:
+    return [
+        Record(source=source, key=f"k{i}", data={"i": i, "pad": "x" * 200})
+        for i in range(start, start + n)
+    ]
+
+
+def config_file(
+    tmp_path: Path, dsn: str, max_bytes: str = "64MiB", urls: str = "http://127.0.0.1:9/x"
+) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(f"""\
+state_dir: {tmp_path}/var
+log_level: DEBUG
+storage: {{dsn: "{dsn}", batch_size: 20, connect_timeout: 1s}}
+spool: {{max_bytes: {max_bytes}, drain_batch: 7}}
+fetch: {{politeness_delay: 0s, robots: false, retry: {{attempts: 1}}}}
+sources:
+  - name: s
+    every: 1h
+    urls: ["{urls}"]
+    items: div.quote
+    fields: {{text: span.text::text}}
+    key: [text]
+""")
+    return p
+
+
+async def test_spool_survives_reopen_and_keeps_order(tmp_path: Path):
+    spool = Spool(tmp_path / "spool.sqlite", 10 * 2**20)
+    await spool.open()
+    await spool.add(recs(5))
+    await spool.add(recs(5, start=5))
+    await spool.close()
+    again = Spool(tmp_path / "spool.sqlite", 10 * 2**20)
+    await again.open()
+    assert again.records == 10 and again.oldest_age() >= 0
+    ids, batch = await again.peek_records(4)
+    assert [r.key for r in batch] == ["k0", "k1", "k2", "k3"]
+    await again.remove("records", ids)
+    assert again.records == 6
+    _, rest = await again.peek_records(100)
+    assert [r.key for r in rest] == [f"k{i}" for i in range(4, 10)]
+    await again.close()
+
+
+async def test_cap_refuses_new_records_and_keeps_old_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
+    cfg = load_config(config_file(tmp_path, dead, max_bytes="48KiB"))
+    registry = CollectorRegistry()
+    service = Service(cfg, registry)
+    sink = service.sink = Sink(cfg, service.metrics)
+    await sink.open()
+    try:
+        assert sink.db_up is False
+        accepted = 0
+        with caplog.at_level(logging.ERROR, logger="crawler.sink"), pytest.raises(SpoolFull):
+            for n in range(1000):
+                await sink.write("s", recs(20, start=n * 20))
+                accepted += 20
+        assert accepted > 0
+        assert sink.spool is not None and sink.spool.records == accepted
+        refused = registry.get_sample_value("crawler_records_refused_total", {"source": "s"})
+        assert refused == 20
+        assert any(r.getMessage() == "records refused: spool full" for r in caplog.records)
+        ok, detail = service.readiness()
+        assert ok is False and "spool full" in str(detail["store"])
+        assert registry.get_sample_value("crawler_spool_records") == accepted
+    finally:
+        await sink.close()
+    # Nothing already spooled was lost: a drain into a real database moves every record.
+    pg = PostgresServer()
+    pg.start()
+    try:
+        dsn = pg.create_database()
+        cfg2 = load_config(config_file(tmp_path, dsn, max_bytes="48KiB"))
+        sink2 = Sink(cfg2, Metrics(CollectorRegistry()))
+        await sink2.open()
+        try:
+            moved = await sink2.drain()
+        finally:
+            await sink2.close()
+        assert moved == accepted
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("select count(*) from scraped_data").fetchone()[0] == accepted
+    finally:
+        pg.destroy()
+
+
+async def test_writes_follow_the_spool_until_it_is_empty(tmp_path: Path, pg_dsn: str):
+    """Once anything is spooled, new batches queue behind it: an old version never wins."""
+    cfg = load_config(config_file(tmp_path, pg_dsn))
+    sink = Sink(cfg, Metrics(CollectorRegistry()))
+    await sink.open()
+    try:
+        assert sink.spool is not None
+        await sink.spool.add([Record(source="s", key="k0", data={"v": "old"})])
+        sink.db_up = True
+        await sink.write("s", [Record(source="s", key="k0", data={"v": "new"})])
+        assert sink.spool.records == 2  # the new version waits behind the old one
+        await sink.drain()
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("select data from scraped_data").fetchall() == [({"v": "new"},)]
+
+
+def test_cli_spool_shows_depth_and_drains(tmp_path: Path, site: Site):
+    pg = PostgresServer()
+    pg.start()
+    dsn = pg.create_database()
+    try:
+        path = config_file(tmp_path, dsn, urls=f"{site.base}/page/{{0..2}}")
+        pg.stop()
+        once = subprocess.run(
+            [sys.executable, "-m", "crawler", "once", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert once.returncode == 0, once.stdout + once.stderr
+        show = subprocess.run(
+            [sys.executable, "-m", "crawler", "spool", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        state = json.loads(show.stdout.splitlines()[-1])
+        assert state["spool"]["records"] == 60 and state["database_up"] is False
+        refused = subprocess.run(
+            [sys.executable, "-m", "crawler", "spool", "-c", str(path), "--drain"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 1 and "cannot drain" in refused.stderr
+        pg.start()
+        drain = subprocess.run(
+            [sys.executable, "-m", "crawler", "spool", "-c", str(path), "--drain"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert drain.returncode == 0, drain.stderr
+        assert json.loads(drain.stdout.splitlines()[-1])["drained"] >= 60
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("select count(*) from scraped_data").fetchone()[0] == 60
+            assert conn.execute("select count(*) from crawler_jobs").fetchone()[0] == 1
+    finally:
+        pg.destroy()

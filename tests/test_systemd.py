@@ -1,0 +1,69 @@
+"""systemd: READY=1 after start-up, WATCHDOG=1 from the event loop, STOPPING=1 on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import free_port
+from tests.site import Site
+
+
+def test_notify_ready_watchdog_and_stopping(tmp_path: Path, site: Site):
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.5)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""\
+state_dir: {tmp_path}/var
+metrics: {{listen: "127.0.0.1:{free_port()}"}}
+fetch: {{politeness_delay: 0s, robots: false}}
+sources:
+  - name: s
+    every: 1h
+    urls: ["{site.base}/page/1"]
+    items: div.quote
+    fields: {{text: span.text::text}}
+""")
+    env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "run", "-c", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    messages: list[tuple[float, str]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(m == "WATCHDOG=1" for _, m in messages) < 3:
+            try:
+                messages.append((time.monotonic(), sock.recv(256).decode()))
+            except TimeoutError:
+                continue
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "STOPPING=1" not in [m for _, m in messages]:
+            try:
+                messages.append((time.monotonic(), sock.recv(256).decode()))
+            except TimeoutError:
+                continue
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+    names = [m for _, m in messages]
+    assert names[0] == "READY=1", names
+    pings = [t for t, m in messages if m == "WATCHDOG=1"]
+    assert len(pings) >= 3
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert max(gaps) < 1.0, gaps  # pinged at half of WATCHDOG_USEC: never late enough to be killed
+    assert "STOPPING=1" in names
