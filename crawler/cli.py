@@ -115,7 +115,7 @@ def _spool(config: Config, drain: bool) -> int:
 
     async def go() -> int:
         sink = Sink(config, Metrics())
-        await sink.open()
+        await sink.open(drainer=False)
         try:
             assert sink.spool is not None
             before = sink.spool.stats()

@@ -53,7 +53,8 @@ class Sink:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, drainer: bool = True) -> None:
+        """Open store and spool; with `drainer`, a task drains the spool whenever it can."""
         m = self.metrics
         if self.spool is not None:
             await self.spool.open()
@@ -77,8 +78,9 @@ class Sink:
                 self._set_db(True)
             except StoreUnavailable as exc:
                 self._set_db(False, str(exc))
-            self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
-            if not spool.empty:
+            if drainer:
+                self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
+            if drainer and not spool.empty:
                 log.info("spool holds data from before; draining", extra=spool.stats())
                 self._wake.set()
         else:

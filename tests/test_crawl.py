@@ -32,7 +32,7 @@ instance: test-{tmp_path.name[:8]}
 state_dir: {tmp_path}/var
 log_level: DEBUG
 metrics: {{listen: "127.0.0.1:{port or free_port()}"}}
-{storage}fetch: {{politeness_delay: 0s, robots: false, retry: {{attempts: 1}}}}
+{storage}fetch: {{politeness_delay: 0s, robots: false, conditional_get: false, retry: {{attempts: 1}}}}
 sources:
   - name: html
     every: 1h

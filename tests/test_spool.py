@@ -102,7 +102,7 @@ async def test_cap_refuses_new_records_and_keeps_old_ones(
         dsn = pg.create_database()
         cfg2 = load_config(config_file(tmp_path, dsn, max_bytes="48KiB"))
         sink2 = Sink(cfg2, Metrics(CollectorRegistry()))
-        await sink2.open()
+        await sink2.open(drainer=False)
         try:
             moved = await sink2.drain()
         finally:
@@ -118,7 +118,7 @@ async def test_writes_follow_the_spool_until_it_is_empty(tmp_path: Path, pg_dsn:
     """Once anything is spooled, new batches queue behind it: an old version never wins."""
     cfg = load_config(config_file(tmp_path, pg_dsn))
     sink = Sink(cfg, Metrics(CollectorRegistry()))
-    await sink.open()
+    await sink.open(drainer=False)
     try:
         assert sink.spool is not None
         await sink.spool.add([Record(source="s", key="k0", data={"v": "old"})])
