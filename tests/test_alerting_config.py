@@ -143,7 +143,15 @@ def test_thresholds_are_defined_once_and_all_used() -> None:
 def test_scrape_jobs_and_pi_addresses_in_target_files() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {"crawler", "node", "postgres", "pipeline", "prometheus", "alertmanager"}
+    assert set(jobs) == {
+        "crawler",
+        "node",
+        "postgres",
+        "pipeline",
+        "prometheus",
+        "alertmanager",
+        "loki",
+    }
     # The Pi's two addresses are in target files, one place the user edits.
     for job, target in (("crawler", "crawler:9410"), ("node", "node-exporter:9100")):
         (sd,) = jobs[job]["file_sd_configs"]
@@ -268,4 +276,5 @@ def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
         assert f"source: `{source}`" in out
         assert f"description of {source}" in out
     assert out.count(f"<{RUNBOOK_BASE}crawlersourceerrorratiohigh|Runbook>") == 3
-    assert out.count("<http://localhost:3000/") == 3
+    for source in ("quotes", "api", "books"):
+        assert f"<http://localhost:3000/d/crawler-overview?var-source={source}|Grafana>" in out
