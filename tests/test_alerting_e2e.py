@@ -10,6 +10,9 @@ and ports, scrape and evaluation every second, `for:` shortened, 5-minute rate w
 10 seconds, Alertmanager's group timings made 1 second, the webhook URL file, and the template
 path. Everything else (the rules' expressions, thresholds, annotations, routes, inhibitions and
 the Slack template) is the files the stack runs.
+
+A second test posts alerts straight to a real Alertmanager's API and reads back which ones
+the project's inhibit rules silenced.
 """
 
 from __future__ import annotations
@@ -301,5 +304,70 @@ def test_failing_site_alerts_slack_then_resolves(
     assert ":white_check_mark: RESOLVED *Source quotes:" in resolved["text"]
     assert f"<{RUNBOOK}|Runbook>" in resolved["text"]
     assert resolved["color"] == "good"
-    # Every payload went out in the Slack receiver's format.
+    # Every payload went out in the Slack receiver's format, and the always-firing
+    # watchdog went to its own receiver, not to Slack.
     assert all("attachments" in p for p in slack.payloads)
+    assert not [a for a in slack.attachments() if "CrawlerWatchdog" in a["title"]]
+
+
+# (alertname, job, instance, severity, inhibited?) posted together to one Alertmanager.
+INHIBITION_CASES = [
+    # The crawler target is down: its other alerts are noise ...
+    ("CrawlerTargetDown", "crawler", "pi:9410", "critical", False),
+    ("CrawlerSourceOverdue", "crawler", "pi:9410", "warning", True),
+    # ... but another crawler's are not.
+    ("CrawlerSourceOverdue", "crawler", "pi2:9410", "warning", False),
+    # Critical silences the warning of the same alert and instance only.
+    ("CrawlerSpoolNearCap", "crawler", "pi3:9410", "critical", False),
+    ("CrawlerSpoolNearCap", "crawler", "pi3:9410", "warning", True),
+    ("CrawlerSpoolNearCap", "crawler", "pi4:9410", "warning", False),
+    # PostgreSQL down explains the crawler not reaching it.
+    ("CrawlerPostgresDown", "postgres", "pg:9187", "critical", False),
+    ("CrawlerDatabaseUnreachable", "crawler", "pi5:9410", "warning", True),
+]
+
+
+@pytest.mark.timeout(60)
+def test_alertmanager_inhibitions(
+    tmp_path: Path, slack: SlackStandIn, processes: Processes
+) -> None:
+    """The project's inhibit rules, applied by a real Alertmanager to alerts posted to its API."""
+    port = free_port()
+    config = alertmanager_config(tmp_path, slack.url)
+    processes.start(
+        "alertmanager",
+        [
+            binary("prometheus-alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+    )
+    api = f"http://127.0.0.1:{port}/api/v2/alerts"
+    wait_for(lambda: processes.check_alive() or http_ok(f"http://127.0.0.1:{port}/-/ready"))
+    alerts = [
+        {
+            "labels": {"alertname": name, "job": job, "instance": instance, "severity": severity},
+            "annotations": {"summary": name},
+        }
+        for name, job, instance, severity, _ in INHIBITION_CASES
+    ]
+    request = urllib.request.Request(
+        api, data=json.dumps(alerts).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+    expected = {(n, i, s): inhibited for n, _, i, s, inhibited in INHIBITION_CASES}
+
+    def inhibited() -> dict[tuple[str, str, str], bool]:
+        with urllib.request.urlopen(api, timeout=5) as resp:
+            got = json.load(resp)
+        return {
+            (a["labels"]["alertname"], a["labels"]["instance"], a["labels"]["severity"]): bool(
+                a["status"]["inhibitedBy"]
+            )
+            for a in got
+        }
+
+    wait_for(lambda: inhibited() == expected, timeout=10, interval=0.2)
