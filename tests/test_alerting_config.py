@@ -140,6 +140,27 @@ def test_thresholds_are_defined_once_and_all_used() -> None:
     assert used == set(defined)
 
 
+def test_rules_use_only_metrics_of_the_contract() -> None:
+    """A renamed metric would leave its alert silently unable to fire: names must match."""
+    crawler = (ROOT / "docs" / "metrics.md").read_text()
+    pipeline = (ROOT / "exporters" / "pipeline.py").read_text()
+    pi = (ROOT / "docs" / "pi.md").read_text()
+    used: set[str] = set()
+    for f in RULES:
+        for group in yaml.safe_load(f.read_text())["groups"]:
+            for rule in group["rules"]:
+                expr = re.sub(r'"[^"]*"', '""', rule["expr"])  # not label values
+                used |= set(re.findall(r"(?<![:\w])(?:crawler|rpi)_\w+(?![:\w])", expr))
+    assert used, "the pattern found no metric at all"
+    for name in sorted(used):
+        if name.startswith("crawler_data_"):
+            assert f'"{name}"' in pipeline, name
+        elif name.startswith("rpi_"):
+            assert f"`{name}" in pi, name
+        else:
+            assert f"| `{name}` |" in crawler, name
+
+
 def test_scrape_jobs_and_pi_addresses_in_target_files() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
