@@ -68,10 +68,11 @@ class Scheduler:
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         )
+        self._stopped = False
 
     @property
     def running(self) -> bool:
-        return bool(self._scheduler.running)
+        return bool(self._scheduler.running) and not self._stopped
 
     def start(self) -> None:
         now = datetime.now(timezone.utc)
@@ -103,7 +104,10 @@ class Scheduler:
                 self.metrics.next_run.labels(job.id).set(job.next_run_time.timestamp())
 
     def pause(self) -> None:
-        """Stop starting new runs (runs under way go on)."""
-        if self._scheduler.running:
+        """Stop starting new runs (runs under way go on). Safe to call twice."""
+        # AsyncIOScheduler.shutdown() takes effect on a later loop turn, so `running` stays
+        # True until then: our own flag keeps a second call from failing.
+        if self._scheduler.running and not self._stopped:
+            self._stopped = True
             self._scheduler.shutdown(wait=False)
             log.info("scheduler stopped")

@@ -19,11 +19,14 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from crawler.config import Config, SourceConfig
+from crawler.errors import CrawlerError
 from crawler.fetch import Fetcher
+from crawler.lease import Leases
 from crawler.metrics import Metrics
 from crawler.pipeline import Pipeline, RunResult
 from crawler.schedule import Scheduler
 from crawler.sink import Sink
+from crawler.store import PostgresStore
 from crawler.systemd import notify, watchdog_interval, watchdog_loop
 
 log = logging.getLogger("crawler.service")
@@ -41,7 +44,8 @@ class Service:
         self.scheduler: Scheduler | None = None
         self.sink: Sink | None = None
         self.pipeline: Pipeline | None = None
-        self._runs: set[asyncio.Task[RunResult]] = set()
+        self._runs: set[asyncio.Task[RunResult | None]] = set()
+        self.leases: Leases | None = None
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -64,15 +68,25 @@ class Service:
             checks["spool"] = self.sink.spool.stats()
         return scheduler_ok and sink_ok, checks
 
-    async def _run_tracked(self, source: SourceConfig) -> RunResult:
+    async def _run_tracked(self, source: SourceConfig) -> RunResult | None:
         assert self.pipeline is not None
+        leases = self.leases
+        if leases is not None and not leases.holds(source.name):
+            log.debug(
+                "not running: another crawler holds the source", extra={"source": source.name}
+            )
+            return None
         task = asyncio.current_task()
         assert task is not None
         self._runs.add(task)
+        if leases is not None:
+            leases.running.add(source.name)
         try:
             return await self.pipeline.run_source(source)
         finally:
             self._runs.discard(task)
+            if leases is not None:
+                leases.running.discard(source.name)
 
     # -- modes -------------------------------------------------------------------------------
 
@@ -98,6 +112,7 @@ class Service:
                 app = make_app(self.metrics, self.readiness)
                 runner = await start_server(app, self.config.metrics.host, self.config.metrics.port)
                 stack.push_async_callback(runner.cleanup)
+                await self._start_leases(stack)
                 self.scheduler = Scheduler(self.config.sources, self.metrics, self._run_tracked)
                 self.scheduler.start()
                 stack.callback(self.scheduler.pause)
@@ -121,6 +136,31 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         log.info("crawler stopped")
+
+    async def _start_leases(self, stack: contextlib.AsyncExitStack) -> None:
+        """With PostgreSQL, run only the sources whose lease this crawler holds."""
+        assert self.sink is not None
+        if not isinstance(self.sink.store, PostgresStore):
+            return
+        leases = self.leases = Leases(
+            self.sink.store,
+            [s.name for s in self.config.sources if s.enabled],
+            self.config.instance,
+            self.config.lease_ttl,
+            self.metrics,
+            self.config.state_dir / "leases.json",
+        )
+        with contextlib.suppress(CrawlerError):  # unreachable: keep the last-held sources
+            await leases.refresh()
+        task = asyncio.create_task(leases.run_forever(), name="leases")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await leases.release()
+
+        stack.push_async_callback(stop)
 
     async def _finish_runs(self) -> None:
         """Let runs under way finish (no new URLs) within the grace time, then cancel them."""

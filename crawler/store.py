@@ -67,6 +67,10 @@ PG_MIGRATIONS: tuple[str, ...] = (
         holder     text        NOT NULL,
         expires_at timestamptz NOT NULL
     );
+    CREATE TABLE crawler_instances (
+        holder     text        PRIMARY KEY,
+        seen_at    timestamptz NOT NULL
+    );
     """,
 )
 
@@ -352,7 +356,7 @@ class PostgresStore:
                 await self._conn.close()
                 self._conn = None
 
-    async def _run(self, fn: Any, *args: Any) -> None:
+    async def run(self, fn: Any, *args: Any) -> None:
         """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge.
 
         Bounded by `write_timeout`: a NAS that vanished from the Wi-Fi leaves a socket that
@@ -406,7 +410,7 @@ class PostgresStore:
 
     async def write(self, records: Sequence[Record]) -> None:
         if records:
-            await self._run(self._write_records, records)
+            await self.run(self._write_records, records)
 
     @staticmethod
     async def _write_job(conn: Any, job: JobRow) -> None:
@@ -428,7 +432,7 @@ class PostgresStore:
         )
 
     async def write_job(self, job: JobRow) -> None:
-        await self._run(self._write_job, job)
+        await self.run(self._write_job, job)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers now."""
@@ -436,7 +440,7 @@ class PostgresStore:
         async def _select(conn: Any) -> None:
             await conn.execute("SELECT 1")
 
-        await self._run(_select)
+        await self.run(_select)
 
 
 def _first_line(exc: BaseException) -> str:
