@@ -15,9 +15,7 @@ import asyncio
 import json
 import logging
 import math
-import os
 import socket
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +47,9 @@ class Leases:
         state_file: Path,
     ) -> None:
         self.store, self.sources, self.ttl, self.metrics = store, sources, ttl, metrics
-        # Unique per process: a restarted crawler does not inherit a lease it cannot renew.
-        self.holder = f"{instance}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Stable across restarts, so a crawler restarted by systemd renews its own leases at
+        # once instead of waiting for them to expire. Hence `instance` must be unique per host.
+        self.holder = f"{instance}@{socket.gethostname()}"
         # The sources last held survive a restart, so a crawler that boots while the database
         # is away goes on crawling them into its spool. Written only when the set changes.
         self.state_file = state_file
