@@ -55,6 +55,9 @@ class CircuitBreaker:
         self._probes_left = 0  # half-open permits not yet handed out
         self._probe_results: list[bool] = []
         self._timer: asyncio.TimerHandle | None = None
+        # Bumped on every transition; a call's outcome counts only in the state it started in
+        # (a slow call begun while closed must not pass for a half-open probe).
+        self._generation = 0
         metrics.circuit_state.labels(host).set(State.CLOSED.value)
 
     # -- calls -------------------------------------------------------------------------------
@@ -65,19 +68,22 @@ class CircuitBreaker:
         if self.state is State.OPEN or (self.state is State.HALF_OPEN and self._probes_left <= 0):
             raise self._refusal()
 
-    def acquire(self) -> None:
-        """Take permission for one call; pair with `record()` or `release()`."""
+    def acquire(self) -> int:
+        """Take permission for one call; pass the permit to `record()` or `release()`."""
         self.check()
         if self.state is State.HALF_OPEN:
             self._probes_left -= 1
+        return self._generation
 
-    def release(self) -> None:
+    def release(self, permit: int) -> None:
         """Give back a permit whose call ended without an outcome (cancelled)."""
-        if self.state is State.HALF_OPEN:
+        if permit == self._generation and self.state is State.HALF_OPEN:
             self._probes_left += 1
 
-    def record(self, failed: bool) -> None:
-        """The outcome of a call made with a permit from `acquire()`."""
+    def record(self, permit: int, failed: bool) -> None:
+        """The outcome of a call made with `permit` from `acquire()`."""
+        if permit != self._generation:
+            return  # began in an earlier state; its outcome no longer says anything
         if self.state is State.CLOSED:
             self._window.append(failed)
             n = len(self._window)
@@ -94,7 +100,6 @@ class CircuitBreaker:
                     self._transition(State.OPEN, failures=failures, calls=calls)
                 else:
                     self._transition(State.CLOSED, failures=failures, calls=calls)
-        # OPEN: a call that started before the breaker opened; its outcome no longer matters.
 
     def close(self) -> None:
         if self._timer is not None:
@@ -115,8 +120,15 @@ class CircuitBreaker:
         if self.state is State.OPEN and self._clock() >= self._opened_at + self.config.open_for:
             self._transition(State.HALF_OPEN)
 
+    def _on_timer(self) -> None:
+        # Not `_maybe_half_open`: the loop may run a timer a hair before its time.
+        self._timer = None
+        if self.state is State.OPEN:
+            self._transition(State.HALF_OPEN)
+
     def _transition(self, state: State, *, failures: int = 0, calls: int = 0) -> None:
         previous, self.state = self.state, state
+        self._generation += 1
         self._window.clear()
         self._probe_results = []
         self.close()
@@ -127,7 +139,7 @@ class CircuitBreaker:
             except RuntimeError:  # used outside a loop (unit tests): half-open lazily
                 pass
             else:
-                self._timer = loop.call_later(self.config.open_for, self._maybe_half_open)
+                self._timer = loop.call_later(self.config.open_for, self._on_timer)
         elif state is State.HALF_OPEN:
             self._probes_left = self.config.half_open_calls
         m = self.metrics

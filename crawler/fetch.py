@@ -240,7 +240,7 @@ class Fetcher:
     async def fetch(self, source: SourceConfig, url: str) -> Page:
         """Fetch `url` for `source`, with retries; raise FetchError on any failure."""
         parts = urlsplit(url)
-        host = parts.netloc.lower()
+        host = parts.netloc  # as SourceConfig.hosts has it, so metric series line up
         breaker = self.breakers.get(host)
         breaker.check()
         delay = self.fc.politeness_delay
@@ -351,17 +351,17 @@ class Fetcher:
     ) -> Page:
         async with self._per_host[host]:
             await self.pacer.wait(host, delay)
-            breaker.acquire()
+            permit = breaker.acquire()
             try:
                 async with self._global:
                     page = await self._request(source, host, url, headers)
             except FetchError as exc:
-                breaker.record(exc.kind in HOST_FAILURES or exc.status == 429)
+                breaker.record(permit, exc.kind in HOST_FAILURES or exc.status == 429)
                 raise
             except BaseException:
-                breaker.release()
+                breaker.release(permit)
                 raise
-            breaker.record(False)
+            breaker.record(permit, False)
             return page
 
     async def _request(
@@ -408,7 +408,7 @@ class Fetcher:
     async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
         """GET a robots.txt: same timeouts and politeness, body truncated at its limit."""
         m = self.metrics
-        host = urlsplit(url).netloc.lower()
+        host = urlsplit(url).netloc
         status: int | None = None
         started = time.monotonic()
         async with self._per_host[host]:

@@ -57,8 +57,7 @@ def make_breaker(**kw: float) -> tuple[CircuitBreaker, Clock, CollectorRegistry]
 
 
 def call(b: CircuitBreaker, failed: bool) -> None:
-    b.acquire()
-    b.record(failed)
+    b.record(b.acquire(), failed)
 
 
 def test_breaker_stays_closed_below_min_calls_and_below_ratio() -> None:
@@ -112,14 +111,13 @@ def test_breaker_half_open_probes_then_closes() -> None:
     b.check()
     assert b.state is State.HALF_OPEN
     assert sample(reg, "crawler_circuit_state", host="h:1") == 2
-    for _ in range(3):
-        b.acquire()
+    permits = [b.acquire() for _ in range(3)]
     with pytest.raises(FetchError):  # a fourth caller while three probes are in flight
         b.acquire()
-    b.record(False)
-    b.record(True)
+    b.record(permits[0], False)
+    b.record(permits[1], True)
     assert b.state is State.HALF_OPEN
-    b.record(False)  # 1 failure of 3 < 50 %
+    b.record(permits[2], False)  # 1 failure of 3 < 50 %
     assert b.state is State.CLOSED
     assert sample(reg, "crawler_circuit_state", host="h:1") == 0
     # The window starts empty again: three failures do not reopen it.
@@ -144,10 +142,21 @@ def test_breaker_release_returns_a_probe_permit() -> None:
     for _ in range(4):
         call(b, True)
     clock.now += 10
-    b.acquire()
-    b.release()  # cancelled call: no outcome
-    b.acquire()  # the permit is available again
-    b.record(False)
+    b.release(b.acquire())  # cancelled call: no outcome
+    b.record(b.acquire(), False)  # the permit was available again
+    assert b.state is State.CLOSED
+
+
+def test_breaker_ignores_outcomes_of_calls_from_an_earlier_state() -> None:
+    b, clock, _ = make_breaker(half_open_calls=1)
+    slow = b.acquire()  # begun while closed
+    for _ in range(4):
+        call(b, True)
+    clock.now += 10
+    probe = b.acquire()
+    b.record(slow, False)  # finishes during half-open: not the probe
+    assert b.state is State.HALF_OPEN
+    b.record(probe, False)
     assert b.state is State.CLOSED
 
 
