@@ -212,7 +212,10 @@ class Fetcher:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         if fc.conditional_get:
-            self.state = HttpState(self.config.state_dir / "http_state.sqlite")
+            self.state = HttpState(
+                self.config.state_dir / "http_state.sqlite",
+                frozenset(s.name for s in self.config.sources),
+            )
             await self.state.open()
         return self
 

@@ -66,8 +66,8 @@ _Key = tuple[str, str]
 class HttpState:
     """The validators store; `open()` before use, `close()` flushes pending rows."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, sources: frozenset[str] | None = None) -> None:
+        self.path, self.sources = path, sources
         self._conn: sqlite3.Connection | None = None
         self._worker = SqliteWorker("http-state")
         self._pending: dict[_Key, Validators | None] = {}  # None: delete the row
@@ -80,6 +80,11 @@ class HttpState:
         def _open() -> sqlite3.Connection:
             conn = open_sqlite(self.path, synchronous="NORMAL")
             migrate_sqlite(conn, MIGRATIONS)
+            if self.sources is not None:  # rows of sources no longer configured: dead weight
+                marks = ",".join("?" * len(self.sources))
+                conn.execute(
+                    f"DELETE FROM http_state WHERE source NOT IN ({marks})", [*self.sources]
+                )
             return conn
 
         try:

@@ -6,6 +6,7 @@ has its own path; tests tune behaviour through attributes before or between fetc
     /robots.txt          `robots` text (or `robots_status`), Disallow: /private
     /private/page        never to be requested (robots.txt disallows it)
     /slow                sleeps `slow_for` seconds (1) before answering
+    /drip                a byte every 0.1 s for 10 s: each read is quick, the whole is not
     /flaky               answers 500 `flaky_failures` times, then a page
     /limited             answers 429 with `Retry-After: <retry_after>` once, then a page
     /unavailable         answers 503 with `Retry-After: <retry_after>` once, then a page
@@ -80,6 +81,7 @@ class HostileSite(Site):
         r.add_get("/ok", self._ok)
         r.add_get("/ok/{i}", self._ok)
         r.add_get("/slow", self._slow)
+        r.add_get("/drip", self._drip)
         r.add_get("/flaky", self._flaky)
         r.add_get("/limited", self._limited)
         r.add_get("/unavailable", self._unavailable)
@@ -114,6 +116,17 @@ class HostileSite(Site):
     async def _slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(self.slow_for)
         return self._html()
+
+    async def _drip(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        try:
+            await resp.prepare(request)
+            for _ in range(100):
+                await resp.write(b" ")
+                await asyncio.sleep(0.1)
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
 
     async def _flaky(self, request: web.Request) -> web.Response:
         if self.hits[request.path] <= self.flaky_failures:

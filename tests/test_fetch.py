@@ -371,6 +371,20 @@ async def test_http_state_writes_only_changes_in_batches(tmp_path: Path) -> None
         assert conn.execute("PRAGMA synchronous").fetchone()[0] in (1, 2)
 
 
+async def test_http_state_drops_rows_of_sources_no_longer_configured(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    state = HttpState(path)
+    await state.open()
+    for source in ("kept", "gone"):
+        state.put(source, "u", None, Validators(etag="x"))
+    await state.close()
+    state = HttpState(path, frozenset({"kept", "other"}))
+    await state.open()
+    assert await state.get("kept", "u") == Validators(etag="x")
+    assert await state.get("gone", "u") is None
+    await state.close()
+
+
 async def test_http_state_flushes_by_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -127,6 +127,20 @@ async def test_slow_response_times_out_and_is_retried(
     assert all(r.source == "s" for r in logs)  # type: ignore[attr-defined]
 
 
+async def test_dripping_body_hits_the_total_timeout(tmp_path: Path, hostile: HostileSite) -> None:
+    cfg = make_config(
+        tmp_path, [source("s", f"{hostile.base}/drip")], total_timeout=0.8, retry={"attempts": 1}
+    )
+    run = Run(cfg)
+    async with run.fetcher:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as err:
+            await run.fetch("")
+        assert time.monotonic() - started < 1.5  # not the 10 s the drip would take
+        assert err.value.kind is ErrorKind.TIMEOUT
+        await run.alive(hostile)
+
+
 async def test_500_then_200_succeeds_on_the_second_attempt(
     tmp_path: Path, hostile: HostileSite, caplog: pytest.LogCaptureFixture
 ) -> None:
