@@ -10,8 +10,16 @@ from __future__ import annotations
 import platform
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from crawler import __version__
@@ -54,6 +62,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        # process_start_time_seconds (restart alerts), RSS, CPU, GC: the standard set.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         build = Gauge("crawler_build_info", "Build information.", ["version", "python"], registry=r)
         build.labels(__version__, platform.python_version()).set(1)
         self.instance_info = Gauge(
@@ -174,9 +186,8 @@ class Metrics:
         self.store_errors = Counter(
             "crawler_store_errors", "Batches that failed to commit.", ["backend"], registry=r
         )
-        self.database_up = Gauge(
-            "crawler_database_up", "1 if the last contact with PostgreSQL succeeded.", registry=r
-        )
+        # crawler_database_up is a pull gauge added by the sink only when PostgreSQL is
+        # configured: with the embedded store there is no database to be down.
         self.queue_records = Gauge(
             "crawler_queue_records", "Records waiting in memory for the store.", registry=r
         )

@@ -61,6 +61,11 @@ class Sink:
             spool = self.spool
             m.spool_max_bytes.set(spool.max_bytes)
             m.pull.add(
+                "crawler_database_up",
+                "1 if the last contact with PostgreSQL succeeded.",
+                lambda: 1.0 if self.db_up else 0.0,
+            )
+            m.pull.add(
                 "crawler_spool_records", "Records in the local spool.", lambda: float(spool.records)
             )
             m.pull.add(
@@ -120,7 +125,6 @@ class Sink:
                     },
                 )
         self.db_up = up
-        self.metrics.database_up.set(1 if up else 0)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -111,6 +111,9 @@ async def test_crawled_twice_stored_once_with_job_rows(
     assert v("crawler_requests_total", {"source": "api", "host": host, "status_class": "2xx"}) == 10
     assert v("crawler_request_duration_seconds_count", {"source": "html"}) == 10
     assert v("crawler_requests_in_flight") == 0
+    # No database to be down with the embedded store: the gauge is absent, not 0.
+    assert v("crawler_database_up") == (1.0 if dsn else None)
+    assert v("process_start_time_seconds") > 0
     assert site.hits[f"/page/{PAGES - 1}"] == 2
 
 
