@@ -476,6 +476,17 @@ async def test_crawl_delay_spaces_requests(tmp_path: Path, hostile: HostileSite)
     assert len(gaps) == 2 and min(gaps) >= 0.28, gaps
 
 
+async def test_huge_crawl_delay_is_capped(tmp_path: Path, hostile: HostileSite) -> None:
+    hostile.robots = "User-agent: *\nCrawl-delay: 86400\n"
+    cfg = make_config(tmp_path, [source("s", f"{hostile.base}/ok/1")], crawl_delay_max="200ms")
+    assert cfg.fetch.crawl_delay_max == 0.2
+    run = Run(cfg)
+    async with run.fetcher:
+        started = time.monotonic()
+        await asyncio.gather(*(run.fetch(f"/{i}") for i in range(3)))
+        assert 0.38 <= time.monotonic() - started < 1.5
+
+
 async def test_politeness_delay_is_shared_by_sources_of_one_host(
     tmp_path: Path, hostile: HostileSite
 ) -> None:
@@ -538,6 +549,20 @@ async def test_unchanged_body_hash_counts_as_not_modified(
         assert run.fetcher.state.writes == writes  # nothing changed, nothing written
     assert (first.not_modified, second.not_modified, third.not_modified) == (False, True, True)
     assert hostile.hits["/same"] == 3
+
+
+async def test_forget_makes_the_next_fetch_a_full_one(tmp_path: Path, hostile: HostileSite) -> None:
+    cfg = make_config(tmp_path, [source("s", f"{hostile.base}/etag")])
+    run = Run(cfg)
+    src = cfg.sources[0]
+    async with run.fetcher:
+        assert not (await run.fetch("")).not_modified
+        assert (await run.fetch("")).not_modified
+        run.fetcher.forget(src, src.urls[0])  # e.g. the pipeline could not use the page
+        page = await run.fetch("")
+    assert not page.not_modified and page.status == 200 and page.body
+    sent = [h.get("If-None-Match") for h in hostile.seen_headers["/etag"]]
+    assert sent == [None, '"v1"', None]
 
 
 # --------------------------------------------------------------------------- circuit breaker
