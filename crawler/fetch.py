@@ -79,6 +79,8 @@ class Page:
     attempts: int = 1
     etag: str | None = None
     last_modified: str | None = None
+    # (old, new) validators, recorded by Fetcher.commit() once the page's records are safe.
+    validators: tuple[Validators | None, Validators] | None = None
 
 
 def _translate(exc: BaseException) -> FetchError:
@@ -262,12 +264,19 @@ class Fetcher:
             page = self._remember(source.name, url, old, page)
         return page
 
-    def forget(self, source: SourceConfig, url: str) -> None:
-        """Drop the URL's validators, so its next fetch is a full one that gets extracted.
+    def commit(self, source: SourceConfig, url: str, page: Page) -> None:
+        """Record the page's validators; call only once its records are committed.
 
-        For callers whose use of a fetched page failed (extraction, storage): without this,
-        an unchanged page would be answered "not modified" and never extracted again.
+        Until then a crash, a parse error or a refused batch leaves the old validators, so the
+        next fetch is a full one that gets extracted again: "not modified" can never hide
+        records that were not stored.
         """
+        if self.state is not None and page.validators is not None:
+            old, new = page.validators
+            self.state.put(source.name, url, old, new)
+
+    def forget(self, source: SourceConfig, url: str) -> None:
+        """Drop the URL's validators, so its next fetch is a full one that gets extracted."""
         if self.state is not None:
             self.state.put(source.name, url, Validators(body_hash=b"?"), None)
 
@@ -284,8 +293,7 @@ class Fetcher:
             new = Validators(page.etag, page.last_modified, digest)
             if old is not None and old.body_hash == digest:
                 page = dataclasses.replace(page, body=b"", not_modified=True)
-        self.state.put(source, url, old, new)
-        return page
+        return dataclasses.replace(page, validators=(old, new))
 
     async def _with_retries(
         self,

@@ -9,11 +9,13 @@ the run: a flaky page must not page the user, the error-ratio alert covers it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Callable
 
 from crawler.config import Config, SourceConfig
 from crawler.errors import CrawlerError, ErrorKind, FetchError
@@ -52,10 +54,12 @@ class _Batcher:
     def __init__(self, sink: Sink, source: str, size: int, metrics: Metrics) -> None:
         self.sink, self.source, self.size, self.metrics = sink, source, size, metrics
         self.pending: list[Record] = []
+        self.on_commit: list[Callable[[], None]] = []  # run once every pending record is safe
         self.lock = asyncio.Lock()
 
-    async def add(self, records: list[Record]) -> None:
+    async def add(self, records: list[Record], on_commit: Callable[[], None]) -> None:
         self.pending.extend(records)
+        self.on_commit.append(on_commit)
         self.metrics.queue_records.inc(len(records))
         if len(self.pending) >= self.size:
             await self.flush()
@@ -68,6 +72,11 @@ class _Batcher:
                     await self.sink.write(self.source, batch)
                 finally:
                     self.metrics.queue_records.dec(len(batch))
+            # Nothing is pending (and no await since the check): every page added so far has
+            # all its records committed.
+            callbacks, self.on_commit = self.on_commit, []
+            for callback in callbacks:
+                callback()
 
 
 class Pipeline:
@@ -144,6 +153,7 @@ class Pipeline:
             if page.not_modified:
                 result.not_modified += 1
                 m.not_modified.labels(source.name).inc()
+                self.fetcher.commit(source, url, page)
                 return
             records = extractor.extract(page.body, page.charset)
         except FetchError as exc:
@@ -177,7 +187,9 @@ class Pipeline:
                 },
             )
         if records:
-            await batcher.add(records)
+            await batcher.add(records, functools.partial(self.fetcher.commit, source, url, page))
+        else:
+            self.fetcher.commit(source, url, page)
 
     async def _account(self, result: RunResult) -> None:
         job = JobRow(

@@ -31,7 +31,7 @@ log_level: DEBUG
 metrics: {{listen: "127.0.0.1:{port}"}}
 storage: {{dsn: "{dsn}", batch_size: 50, connect_timeout: 2s, write_timeout: 5s}}
 spool: {{max_bytes: {max_bytes}, drain_batch: 100}}
-fetch: {{politeness_delay: 0s, robots: false, retry: {{attempts: 1}}}}
+fetch: {{politeness_delay: 0s, robots: false, conditional_get: false, retry: {{attempts: 1}}}}
 sources:
   - name: quotes
     every: {every}

@@ -82,10 +82,14 @@ class Run:
         v = self.registry.get_sample_value(name, labels)
         return 0.0 if v is None else v
 
-    async def fetch(self, path: str, name: str | None = None) -> Any:
+    async def fetch(self, path: str, name: str | None = None, commit: bool = True) -> Any:
+        """Fetch as the pipeline does; `commit` stands for "its records were stored"."""
         src = self.config.source(name) if name else self.config.sources[0]
         url = src.urls[0].rsplit("/", 1)[0] + path if path else src.urls[0]
-        return await self.fetcher.fetch(src, url)
+        page = await self.fetcher.fetch(src, url)
+        if commit:
+            self.fetcher.commit(src, url, page)
+        return page
 
     async def alive(self, hostile: HostileSite) -> None:
         """The process is still well: a plain page still fetches."""
@@ -563,6 +567,20 @@ async def test_forget_makes_the_next_fetch_a_full_one(tmp_path: Path, hostile: H
     assert not page.not_modified and page.status == 200 and page.body
     sent = [h.get("If-None-Match") for h in hostile.seen_headers["/etag"]]
     assert sent == [None, '"v1"', None]
+
+
+async def test_page_not_committed_is_fetched_in_full_again(
+    tmp_path: Path, hostile: HostileSite
+) -> None:
+    """A page whose records never reached the store (crash, parse error, refused batch) must
+    not be answered "not modified" next time: validators are kept only on commit."""
+    cfg = make_config(tmp_path, [source("s", f"{hostile.base}/same")])
+    run = Run(cfg)
+    async with run.fetcher:
+        first = await run.fetch("", commit=False)
+        second = await run.fetch("")
+        third = await run.fetch("")
+    assert (first.not_modified, second.not_modified, third.not_modified) == (False, False, True)
 
 
 # --------------------------------------------------------------------------- circuit breaker
