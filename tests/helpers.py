@@ -24,6 +24,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def require(name: str) -> str:
+    """The path of a program the tests need; fail loudly (never skip) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(
+            f"{name} not found: scripts/test installs it (Debian packages postgresql, prometheus, "
+            "prometheus-alertmanager, prometheus-node-exporter, shellcheck)"
+        )
+    return path
+
+
 def wait_for(
     predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
 ) -> object:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers import require
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "prometheus"
@@ -33,16 +34,6 @@ SEVERITIES = {"critical", "warning", "info"}
 ALWAYS_FIRING = {"CrawlerWatchdog"}
 # Expressions without labels (vector(1), absent of a bare name): nothing to template.
 UNLABELLED = {"CrawlerWatchdog", "CrawlerAlertThresholdsMissing"}
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise AssertionError(
-            f"{name} not found: install the Debian packages prometheus and "
-            "prometheus-alertmanager (scripts/test does)"
-        )
-    return path
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -77,21 +68,21 @@ def am_config_for_test(tmp_path: Path) -> Path:
 
 
 def test_promtool_check_config_loads_every_rule_file() -> None:
-    proc = run(tool("promtool"), "check", "config", PROMETHEUS / "prometheus.yml")
+    proc = run(require("promtool"), "check", "config", PROMETHEUS / "prometheus.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"SUCCESS: {len(RULES)} rule files found" in proc.stdout
 
 
 def test_promtool_check_rules() -> None:
     assert RULES and LOKI_RULES
-    proc = run(tool("promtool"), "check", "rules", *RULES, *LOKI_RULES)
+    proc = run(require("promtool"), "check", "rules", *RULES, *LOKI_RULES)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(RULES) + len(LOKI_RULES)
 
 
 def test_promtool_test_rules() -> None:
     assert UNIT_TESTS
-    proc = run(tool("promtool"), "test", "rules", *UNIT_TESTS)
+    proc = run(require("promtool"), "test", "rules", *UNIT_TESTS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(UNIT_TESTS)
 
@@ -188,7 +179,7 @@ def test_scrape_jobs_and_pi_addresses_in_target_files() -> None:
 
 
 def test_amtool_check_config(tmp_path: Path) -> None:
-    amtool = tool("amtool")
+    amtool = require("amtool")
     proc = run(amtool, "check-config", AM_CONFIG)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Again with the templates where amtool can find and parse them.
@@ -218,7 +209,7 @@ def test_slack_url_comes_from_a_file_and_resolved_messages_are_sent() -> None:
 )
 def test_amtool_routes_each_severity(labels: list[str], receiver: str) -> None:
     proc = run(
-        tool("amtool"),
+        require("amtool"),
         "config",
         "routes",
         "test",
@@ -279,7 +270,7 @@ def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
     data_file = tmp_path / "data.json"
     data_file.write_text(json.dumps(data))
     proc = run(
-        tool("amtool"),
+        require("amtool"),
         "template",
         "render",
         f"--template.glob={ALERTMANAGER / 'templates' / '*.tmpl'}",

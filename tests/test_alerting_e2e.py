@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -33,7 +32,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, require, wait_for
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,16 +41,6 @@ RUNBOOK = (
     "https://github.com/example/pi-crawler/blob/main/docs/runbooks.md#crawlersourceerrorratiohigh"
 )
 SHORT_FOR = "2s"
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise AssertionError(
-            f"{name} not found: install the Debian packages prometheus and "
-            "prometheus-alertmanager (scripts/test does)"
-        )
-    return path
 
 
 class SlackStandIn:
@@ -241,8 +230,8 @@ def test_failing_site_alerts_slack_then_resolves(
 
     # The project's tools accept the rewritten files too.
     for args in (
-        [binary("promtool"), "check", "config", str(prom_config)],
-        [binary("amtool"), "check-config", str(am_config)],
+        [require("promtool"), "check", "config", str(prom_config)],
+        [require("amtool"), "check-config", str(am_config)],
     ):
         proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -250,7 +239,7 @@ def test_failing_site_alerts_slack_then_resolves(
     processes.start(
         "alertmanager",
         [
-            binary("prometheus-alertmanager"),
+            require("prometheus-alertmanager"),
             f"--config.file={am_config}",
             f"--storage.path={am_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{am_port}",
@@ -260,7 +249,7 @@ def test_failing_site_alerts_slack_then_resolves(
     processes.start(
         "prometheus",
         [
-            binary("prometheus"),
+            require("prometheus"),
             f"--config.file={prom_config}",
             f"--storage.tsdb.path={prom_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
@@ -337,7 +326,7 @@ def test_alertmanager_inhibitions(
     processes.start(
         "alertmanager",
         [
-            binary("prometheus-alertmanager"),
+            require("prometheus-alertmanager"),
             f"--config.file={config}",
             f"--storage.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

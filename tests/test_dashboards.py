@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, require, wait_for
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,12 +107,6 @@ def substitute(text: str, values: dict[str, str]) -> str:
     return VAR_RE.sub(repl, text)
 
 
-def promtool() -> str:
-    found = shutil.which("promtool")
-    assert found, "promtool not found: install the Debian package `prometheus` (scripts/test does)"
-    return found
-
-
 def check_promql(exprs: list[tuple[str, str]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     rules = [{"record": f"dashboard:query_{i}:check", "expr": e} for i, (_, e) in enumerate(exprs)]
     f = tmp_path / "dashboard_queries.yml"
@@ -121,7 +114,7 @@ def check_promql(exprs: list[tuple[str, str]], tmp_path: Path) -> subprocess.Com
         yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}), encoding="utf-8"
     )
     return subprocess.run(
-        [promtool(), "check", "rules", str(f)], capture_output=True, text=True, timeout=60
+        [require("promtool"), "check", "rules", str(f)], capture_output=True, text=True, timeout=60
     )
 
 
@@ -465,9 +458,8 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site) -> Iterator[dict[str, Any]]:
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg), encoding="utf-8")
     crawler_exe = ROOT / ".venv" / "bin" / "crawler"
     exe = [str(crawler_exe)] if crawler_exe.exists() else [sys.executable, "-m", "crawler"]
-    node_exe = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
-    prom_exe = shutil.which("prometheus")
-    assert node_exe and prom_exe, "install Debian's prometheus and prometheus-node-exporter"
+    node_exe = require("prometheus-node-exporter")
+    prom_exe = require("prometheus")
     try:
         procs.append(
             Proc(
