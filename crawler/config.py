@@ -99,7 +99,6 @@ class SpoolConfig:
 
     path: Path = Path("var/spool.sqlite")
     max_bytes: int = 256 * 2**20
-    queue_records: int = 10_000
     drain_batch: int = 500
 
 
@@ -657,7 +656,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     spool = SpoolConfig(
         path=(base / spool_path) if spool_path else state_dir / "spool.sqlite",
         max_bytes=sp.get("max_bytes", size, SpoolConfig.max_bytes),
-        queue_records=sp.get("queue_records", positive_int, SpoolConfig.queue_records),
         drain_batch=sp.get("drain_batch", positive_int, SpoolConfig.drain_batch),
     )
     sp.done()
