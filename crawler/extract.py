@@ -110,7 +110,14 @@ class Extractor:
 
     def extract(self, body: bytes, charset: str | None = None) -> list[Record]:
         """Records found in `body`; raise FetchError(PARSE) when it cannot be parsed at all."""
-        rows = self._extract(body, charset)
+        try:
+            rows = self._extract(body, charset)
+        except FetchError:
+            raise
+        except (ValueError, TypeError, RecursionError, LookupError) as exc:
+            # A hostile page (absurd nesting, odd encodings, JMESPath on odd types) costs one
+            # failed fetch, never the run.
+            raise FetchError(ErrorKind.PARSE, f"extraction failed: {exc!r}") from exc
         name, key_fields = self.source.name, self.source.key
         return [Record(source=name, key=make_key(key_fields, d), data=d) for d in rows]
 
