@@ -252,8 +252,9 @@ class Fetcher:
         if self.fc.robots and source.robots:
             policy = await self.robots.policy(f"{parts.scheme}://{host}")
             if not policy.allows(url, self.config.user_agent):
-                why = "disallowed by robots.txt" if not policy.deny_all else policy.reason
-                raise FetchError(ErrorKind.ROBOTS_DENIED, why)
+                if policy.error_kind is not None:  # robots.txt unreadable: the host's trouble
+                    raise FetchError(policy.error_kind, policy.reason)
+                raise FetchError(ErrorKind.ROBOTS_DENIED, "disallowed by robots.txt")
             crawl_delay = policy.crawl_delay(self.config.user_agent)
             if crawl_delay:
                 delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))

@@ -47,6 +47,9 @@ class RobotsPolicy:
     expires: float
     deny_all: bool = False
     reason: str = ""
+    # Why robots.txt could not be read (with deny_all): the host's real trouble, reported as
+    # the fetch's error kind so a site that is down does not look like a polite refusal.
+    error_kind: ErrorKind | None = None
 
     def allows(self, url: str, user_agent: str) -> bool:
         if self.deny_all:
@@ -138,5 +141,10 @@ class RobotsCache:
         if stale is not None:
             return RobotsPolicy(origin, stale.parser, expires, reason="stale copy")
         return RobotsPolicy(
-            origin, None, expires, deny_all=True, reason=f"robots.txt unavailable ({why})"
+            origin,
+            None,
+            expires,
+            deny_all=True,
+            reason=f"robots.txt unavailable ({why})",
+            error_kind=kind,
         )

@@ -452,7 +452,8 @@ async def test_robots_is_fetched_once_per_host_and_ttl(
 async def test_robots_fetch_failures(
     tmp_path: Path, hostile: HostileSite, status: int, allowed: bool, outcome: str
 ) -> None:
-    """A missing robots.txt allows everything; a failing one disallows (for ERROR_TTL)."""
+    """A missing robots.txt allows everything; a failing one disallows (for ERROR_TTL),
+    reported with the robots fetch's own error kind (here http_5xx), not as a refusal."""
     hostile.robots_status = status
     cfg = make_config(tmp_path, [source("s", f"{hostile.base}/ok")])
     run = Run(cfg)
@@ -463,7 +464,7 @@ async def test_robots_fetch_failures(
             else:
                 with pytest.raises(FetchError) as err:
                     await run.fetch("")
-                assert err.value.kind is ErrorKind.ROBOTS_DENIED
+                assert err.value.kind is ErrorKind.HTTP_5XX
     assert hostile.hits["/ok"] == (2 if allowed else 0)
     assert hostile.hits["/robots.txt"] == 1  # the failure is cached too: no hammering
     assert run.value("crawler_robots_fetches_total", outcome=outcome) == 1
