@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from crawler.backoff import Backoff
 from crawler.config import Config
-from crawler.errors import ErrorKind, SpoolFull, StoreUnavailable
+from crawler.errors import ErrorKind, SpoolFull, StoreError, StoreUnavailable
 from crawler.extract import Record
 from crawler.metrics import Metrics
 from crawler.spool import Spool
@@ -152,10 +152,12 @@ class Sink:
         assert self.spool is not None
         try:
             await self.spool.add(records)
-        except SpoolFull as exc:
+        except (SpoolFull, StoreError) as exc:  # at the cap, or the card is full or failing
             self.metrics.records_refused.labels(source).inc(len(records))
             log.error(
-                "records refused: spool full",
+                "records refused: spool full"
+                if isinstance(exc, SpoolFull)
+                else "records refused: spool write failed",
                 extra={
                     "source": source,
                     "records": len(records),

@@ -87,6 +87,13 @@ class Spool:
         self._conn.close()
         self._conn = None
 
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run on the spool's thread; sqlite3 errors (disk full, I/O) become StoreError here."""
+        try:
+            return await self._worker.run(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"spool {self.path}: {exc}") from exc
+
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -146,7 +153,7 @@ class Spool:
                 f"spool is full ({self.used_bytes} of {self.max_bytes} bytes used); "
                 f"{len(rows)} records refused"
             )
-        await self._worker.run(self._add_records, rows)
+        await self._call(self._add_records, rows)
         self.refusing = False
 
     def _add_records(self, rows: list[tuple[str, str, str]]) -> None:
@@ -176,7 +183,7 @@ class Spool:
 
     async def add_job(self, job: JobRow) -> None:
         """Job rows are small and always taken, even at the cap: they are the run's record."""
-        await self._worker.run(self._add_job, json.dumps(asdict(job)))
+        await self._call(self._add_job, json.dumps(asdict(job)))
 
     def _add_job(self, text: str) -> None:
         now = time.time()
@@ -191,7 +198,7 @@ class Spool:
 
     async def peek_records(self, limit: int) -> tuple[list[int], list[Record]]:
         """The oldest `limit` records with their spool ids (nothing is removed)."""
-        return await self._worker.run(self._peek_records, limit)  # type: ignore[no-any-return]
+        return await self._call(self._peek_records, limit)  # type: ignore[no-any-return]
 
     def _peek_records(self, limit: int) -> tuple[list[int], list[Record]]:
         rows = self.conn.execute(
@@ -203,7 +210,7 @@ class Spool:
         )
 
     async def peek_jobs(self, limit: int) -> tuple[list[int], list[JobRow]]:
-        return await self._worker.run(self._peek_jobs, limit)  # type: ignore[no-any-return]
+        return await self._call(self._peek_jobs, limit)  # type: ignore[no-any-return]
 
     def _peek_jobs(self, limit: int) -> tuple[list[int], list[JobRow]]:
         rows = self.conn.execute(
@@ -213,7 +220,7 @@ class Spool:
 
     async def remove(self, table: str, ids: list[int]) -> None:
         """Forget rows that PostgreSQL has committed."""
-        await self._worker.run(self._remove, table, ids)
+        await self._call(self._remove, table, ids)
 
     def _remove(self, table: str, ids: list[int]) -> None:
         if not ids:

@@ -175,3 +175,28 @@ def test_cli_spool_shows_depth_and_drains(tmp_path: Path, site: Site):
             assert conn.execute("select count(*) from crawler_jobs").fetchone()[0] == 1
     finally:
         pg.destroy()
+
+
+async def test_a_failing_spool_write_is_refused_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """A full or failing SD card (here SQLite's own "database or disk is full") is a refusal:
+    logged, counted, raised as our error — never a silent drop, never a crash."""
+    from crawler.errors import StoreError
+
+    dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
+    cfg = load_config(config_file(tmp_path, dead))
+    registry = CollectorRegistry()
+    sink = Sink(cfg, Metrics(registry))
+    await sink.open(drainer=False)
+    try:
+        assert sink.spool is not None
+        pages = sink.spool.conn.execute("PRAGMA page_count").fetchone()[0]
+        sink.spool.conn.execute(f"PRAGMA max_page_count={pages + 2}")
+        with caplog.at_level(logging.ERROR, logger="crawler.sink"), pytest.raises(StoreError):
+            for n in range(100):
+                await sink.write("s", recs(20, start=n * 20))
+        assert registry.get_sample_value("crawler_records_refused_total", {"source": "s"}) == 20
+        assert any(r.getMessage() == "records refused: spool write failed" for r in caplog.records)
+    finally:
+        await sink.close()
