@@ -317,6 +317,9 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
         try:
+            # A record counts as stored when its commit returns, so that commit must be durable
+            # whatever the server's default (with `off`, a crash right after it can lose it).
+            await conn.execute("SET synchronous_commit TO on")
             await self._migrate(conn)
             await conn.execute(_PG_STAGE)
             await conn.commit()

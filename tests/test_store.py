@@ -162,3 +162,23 @@ async def test_last_version_in_a_batch_wins(store, backend):
     await store.write(batch)
     [(data,)] = backend.rows("select data from scraped_data")
     assert (json.loads(data) if isinstance(data, str) else data) == {"v": "new"}
+
+
+async def test_postgres_commits_are_durable_whatever_the_server_default(pg_dsn: str):
+    """The test server runs with synchronous_commit=off; the crawler's session turns it on,
+    because a record counts as stored as soon as its commit returns."""
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("show synchronous_commit").fetchone() == ("off",)
+    s = PostgresStore(StorageConfig(dsn=pg_dsn))
+    await s.open()
+    try:
+        setting: list[tuple[str]] = []
+
+        async def read(conn: Any) -> None:
+            cur = await conn.execute("show synchronous_commit")
+            setting.append(await cur.fetchone())
+
+        await s.run(read)
+        assert setting == [("on",)]
+    finally:
+        await s.close()
