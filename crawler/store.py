@@ -67,10 +67,14 @@ PG_MIGRATIONS: tuple[str, ...] = (
         holder     text        NOT NULL,
         expires_at timestamptz NOT NULL
     );
+    """,
+    # 3: crawler heartbeats for a fair share of leases; failed-jobs queries by finish time
+    """
     CREATE TABLE crawler_instances (
         holder     text        PRIMARY KEY,
         seen_at    timestamptz NOT NULL
     );
+    CREATE INDEX crawler_jobs_finished ON crawler_jobs (finished_at);
     """,
 )
 

@@ -142,6 +142,7 @@ async def test_migrations_are_applied_once(backend):
         assert backend.rows("select version from crawler_schema_migrations order by 1") == [
             (1,),
             (2,),
+            (3,),
         ]
 
 
