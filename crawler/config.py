@@ -13,7 +13,6 @@ import itertools
 import os
 import re
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -701,8 +700,3 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         sources=tuple(sources),
         lease_ttl=lease_ttl,
     )
-
-
-def iter_problems(error: ConfigError) -> Iterator[str]:
-    for p in error.problems:
-        yield str(p)

@@ -276,11 +276,6 @@ class Fetcher:
             old, new = page.validators
             self.state.put(source.name, url, old, new)
 
-    def forget(self, source: SourceConfig, url: str) -> None:
-        """Drop the URL's validators, so its next fetch is a full one that gets extracted."""
-        if self.state is not None:
-            self.state.put(source.name, url, Validators(body_hash=b"?"), None)
-
     def _remember(self, source: str, url: str, old: Validators | None, page: Page) -> Page:
         assert self.state is not None
         if page.status == 304:

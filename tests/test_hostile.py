@@ -556,34 +556,6 @@ async def test_unchanged_body_hash_counts_as_not_modified(
     assert hostile.hits["/same"] == 3
 
 
-async def test_forget_makes_the_next_fetch_a_full_one(tmp_path: Path, hostile: HostileSite) -> None:
-    cfg = make_config(tmp_path, [source("s", f"{hostile.base}/etag")])
-    run = Run(cfg)
-    src = cfg.sources[0]
-    async with run.fetcher:
-        assert not (await run.fetch("")).not_modified
-        assert (await run.fetch("")).not_modified
-        run.fetcher.forget(src, src.urls[0])  # e.g. the pipeline could not use the page
-        page = await run.fetch("")
-    assert not page.not_modified and page.status == 200 and page.body
-    sent = [h.get("If-None-Match") for h in hostile.seen_headers["/etag"]]
-    assert sent == [None, '"v1"', None]
-
-
-async def test_page_not_committed_is_fetched_in_full_again(
-    tmp_path: Path, hostile: HostileSite
-) -> None:
-    """A page whose records never reached the store (crash, parse error, refused batch) must
-    not be answered "not modified" next time: validators are kept only on commit."""
-    cfg = make_config(tmp_path, [source("s", f"{hostile.base}/same")])
-    run = Run(cfg)
-    async with run.fetcher:
-        first = await run.fetch("", commit=False)
-        second = await run.fetch("")
-        third = await run.fetch("")
-    assert (first.not_modified, second.not_modified, third.not_modified) == (False, False, True)
-
-
 # --------------------------------------------------------------------------- circuit breaker
 
 
