@@ -13,9 +13,9 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from crawler.config import Config, SourceConfig
 from crawler.errors import CrawlerError, ErrorKind, FetchError
@@ -106,7 +106,7 @@ class Pipeline:
 
         try:
             n = min(self.config.fetch.concurrency, len(source.urls))
-            await asyncio.gather(*(worker() for _ in range(n)))
+            await _all_or_none([worker() for _ in range(n)])
             await batcher.flush()
         except CrawlerError as exc:  # the sink refused a batch (spool full, store broken)
             result.status, result.error = "failure", str(exc)
@@ -214,3 +214,20 @@ class Pipeline:
                     "error": str(exc),
                 },
             )
+
+
+async def _all_or_none(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the workers; when one fails, cancel the others before raising, so no worker of a
+    failed run goes on fetching behind the next run's back."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            raise exc

@@ -200,3 +200,23 @@ async def test_a_failing_spool_write_is_refused_and_counted(
         assert any(r.getMessage() == "records refused: spool write failed" for r in caplog.records)
     finally:
         await sink.close()
+
+
+async def test_a_refused_run_stops_all_its_workers(tmp_path: Path, site: Site):
+    """When the spool refuses a batch, the run fails and none of its workers fetches on."""
+    import asyncio
+    import contextlib
+
+    dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
+    cfg = load_config(
+        config_file(tmp_path, dead, max_bytes="40KiB", urls=f"{site.base}/page/{{0..199}}")
+    )
+    service = Service(cfg, CollectorRegistry())
+    async with contextlib.AsyncExitStack() as stack:  # the fetcher stays open, as in `run`
+        pipeline = await service._open(stack)
+        result = await pipeline.run_source(cfg.sources[0])
+        assert result.status == "failure" and "spool is full" in (result.error or "")
+        hits = sum(site.hits.values())
+        assert hits < 200
+        await asyncio.sleep(0.5)
+        assert sum(site.hits.values()) == hits
