@@ -31,6 +31,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 from crawler.backoff import Backoff
 from crawler.breaker import Breakers, CircuitBreaker
@@ -380,9 +381,7 @@ class Fetcher:
         started = time.monotonic()
         m.in_flight.inc()
         try:
-            async with self.session.get(
-                url, headers=headers, allow_redirects=True, max_redirects=self.fc.max_redirects
-            ) as resp:
+            async with await self._get_following_redirects(source, url, headers) as resp:
                 status = resp.status
                 _raise_for_status(resp)
                 if status != 304:
@@ -411,6 +410,38 @@ class Fetcher:
             m.request_duration.labels(source.name).observe(time.monotonic() - started)
             m.response_bytes.labels(source.name).inc(len(body))
         return page
+
+    async def _get_following_redirects(
+        self, source: SourceConfig, url: str, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """GET `url`, following redirects by hand so every hop is checked like a first request:
+        its scheme, and robots.txt of the host it leads to (aiohttp would follow blindly).
+
+        As aiohttp counts them: the `max_redirects`-th redirect response is an error. The
+        conditional headers belong to `url` and are not sent to other URLs.
+        """
+        current, hops = url, 0
+        while True:
+            resp = await self.session.get(
+                current, headers=headers if current == url else None, allow_redirects=False
+            )
+            if resp.status not in _REDIRECTS or "Location" not in resp.headers:
+                return resp
+            hops += 1
+            target = resp.url.join(yarl.URL(resp.headers["Location"]))
+            resp.release()
+            if hops >= self.fc.max_redirects:
+                raise FetchError(ErrorKind.REDIRECT, f"more than {hops - 1} redirects")
+            if target.scheme not in ("http", "https"):
+                raise FetchError(ErrorKind.REDIRECT, f"redirect to a {target.scheme!r} URL")
+            if self.fc.robots and source.robots:
+                policy = await self.robots.policy(f"{target.scheme}://{target.raw_authority}")
+                if not policy.allows(str(target), self.config.user_agent):
+                    raise FetchError(
+                        policy.error_kind or ErrorKind.ROBOTS_DENIED,
+                        f"redirected to {target}: {policy.reason or 'disallowed by robots.txt'}",
+                    )
+            current = str(target)
 
     async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
         """GET a robots.txt: same timeouts and politeness, body truncated at its limit."""
@@ -464,6 +495,9 @@ class Fetcher:
                 raise FetchError(ErrorKind.TOO_LARGE, f"body over the cap of {cap} bytes")
             buf += chunk
         return bytes(buf)
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _raise_for_status(resp: aiohttp.ClientResponse) -> None:

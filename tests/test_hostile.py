@@ -370,10 +370,39 @@ async def test_redirect_loop_stops_at_the_limit(
             await run.fetch("")
         await run.alive(hostile)
     assert err.value.kind is ErrorKind.REDIRECT
-    # aiohttp stops once `max_redirects` (3) responses were redirects; never retried.
+    # Stops once `max_redirects` (3) responses were redirects, as aiohttp counts; never retried.
     assert hostile.hits["/loop"] + hostile.hits["/loop2"] == 3
     (log,) = attempt_logs(caplog, "/loop")
     assert log.error_kind == "redirect"  # type: ignore[attr-defined]
+
+
+async def test_redirect_to_another_host_obeys_that_hosts_robots(
+    tmp_path: Path, hostile: HostileSite
+) -> None:
+    """Every hop is checked like a first request: a redirect into a path the other host's
+    robots.txt disallows is refused before it is requested; an allowed one is followed."""
+    from aiohttp import web
+
+    origin = HostileSite()
+
+    async def away(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"{hostile.base}{request.query['to']}")
+
+    origin.app.router.add_get("/away", away)
+    origin.start()
+    try:
+        cfg = make_config(tmp_path, [source("s", f"{origin.base}/away")])
+        run = Run(cfg)
+        src = cfg.sources[0]
+        async with run.fetcher:
+            with pytest.raises(FetchError) as err:
+                await run.fetcher.fetch(src, f"{origin.base}/away?to=/private/page")
+            page = await run.fetcher.fetch(src, f"{origin.base}/away?to=/ok")
+    finally:
+        origin.stop()
+    assert err.value.kind is ErrorKind.ROBOTS_DENIED
+    assert hostile.hits["/private/page"] == 0 and hostile.hits["/robots.txt"] == 1
+    assert page.status == 200 and hostile.hits["/ok"] == 1
 
 
 @pytest.mark.parametrize("path", ["/latin1", "/latin1-meta", "/nocharset"])
