@@ -45,6 +45,19 @@ sources:
     return path
 
 
+def run_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m crawler ARGS…` to completion, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "crawler", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 class CrawlerProcess:
     """`crawler run` with stdout (JSON logs) captured to a file that survives SIGKILL."""
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from crawler.config import duration, expand_urls, load_config, size
 from crawler.errors import ConfigError
+from tests.crawler_proc import run_cli
 
 GOOD = """\
 instance: pi-1
@@ -193,13 +192,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, monkeypatch: pytest.M
 )
 def test_cli_check_prints_one_line_per_problem_and_no_traceback(tmp_path: Path, text: str):
     path = write(tmp_path, text)
-    proc = subprocess.run(
-        [sys.executable, "-m", "crawler", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"TEST_DB_PASSWORD": "x", "PATH": "/usr/bin:/bin"},
-    )
+    proc = run_cli("check", "-c", str(path), env={"TEST_DB_PASSWORD": "x", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -207,23 +200,13 @@ def test_cli_check_prints_one_line_per_problem_and_no_traceback(tmp_path: Path, 
 
 
 def test_cli_check_ok(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "crawler", "check", "-c", "examples/crawler.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("check", "-c", "examples/crawler.yaml")
     assert proc.returncode == 0, proc.stderr
     assert "ok (2 sources, storage sqlite)" in proc.stdout
 
 
 def test_cli_check_missing_file(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "crawler", "check", "-c", str(tmp_path / "no")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("check", "-c", str(tmp_path / "no"))
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"{tmp_path / 'no'}: cannot read")
 

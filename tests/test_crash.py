@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 
-from tests.crawler_proc import CrawlerProcess, counted_keys, outage_config, read_logs
+from tests.crawler_proc import CrawlerProcess, counted_keys, outage_config, read_logs, run_cli
 from tests.helpers import PostgresServer, free_port
 from tests.site import Site
 
@@ -64,12 +62,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(site: Site, tmp_
         if not pg_up:
             pg.start()
         # After the last kill: drain what is left, as a user would.
-        drained = subprocess.run(
-            [sys.executable, "-m", "crawler", "spool", "-c", str(config), "--drain"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        drained = run_cli("spool", "-c", str(config), "--drain", timeout=120)
         assert drained.returncode == 0, drained.stderr
         assert spool_depth(spool_file) == 0
         keys = counted_keys(read_logs(logs))

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from crawler.config import load_config
 from crawler.service import Service
+from tests.crawler_proc import run_cli
 from tests.helpers import free_port, wait_for
 from tests.site import ITEMS_PER_PAGE, Site
 
@@ -140,12 +141,6 @@ async def test_failing_site_fails_the_run_and_is_counted(site: Site, tmp_path: P
             "crawler_source_last_success_timestamp_seconds", {"source": "html"}
         )
         == 0
-    )
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "crawler", *args], capture_output=True, text=True, timeout=timeout
     )
 
 

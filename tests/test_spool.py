@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -19,6 +17,7 @@ from crawler.metrics import Metrics
 from crawler.service import Service
 from crawler.sink import Sink
 from crawler.spool import Spool
+from tests.crawler_proc import run_cli
 from tests.helpers import PostgresServer, free_port
 from tests.site import Site
 
@@ -139,35 +138,15 @@ def test_cli_spool_shows_depth_and_drains(tmp_path: Path, site: Site):
     try:
         path = config_file(tmp_path, dsn, urls=f"{site.base}/page/{{0..2}}")
         pg.stop()
-        once = subprocess.run(
-            [sys.executable, "-m", "crawler", "once", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        once = run_cli("once", "-c", str(path))
         assert once.returncode == 0, once.stdout + once.stderr
-        show = subprocess.run(
-            [sys.executable, "-m", "crawler", "spool", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        show = run_cli("spool", "-c", str(path))
         state = json.loads(show.stdout.splitlines()[-1])
         assert state["spool"]["records"] == 60 and state["database_up"] is False
-        refused = subprocess.run(
-            [sys.executable, "-m", "crawler", "spool", "-c", str(path), "--drain"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        refused = run_cli("spool", "-c", str(path), "--drain")
         assert refused.returncode == 1 and "cannot drain" in refused.stderr
         pg.start()
-        drain = subprocess.run(
-            [sys.executable, "-m", "crawler", "spool", "-c", str(path), "--drain"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        drain = run_cli("spool", "-c", str(path), "--drain")
         assert drain.returncode == 0, drain.stderr
         assert json.loads(drain.stdout.splitlines()[-1])["drained"] >= 60
         with psycopg.connect(dsn) as conn:
