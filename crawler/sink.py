@@ -103,11 +103,14 @@ class Sink:
     @property
     def writable(self) -> tuple[bool, str]:
         """Whether a batch would be accepted now, and why not."""
-        if self.spool is not None and not self.db_up and self.spool.full:
-            return False, "database unreachable and spool full"
         if self.spool is not None and self.spool.full:
-            return False, "spool full"
+            return False, "spool full" if self.db_up else "database unreachable and spool full"
         return True, "ok"
+
+    @property
+    def _direct(self) -> bool:
+        """Write to the store itself: no spool, or the database is up and the spool empty."""
+        return self.spool is None or (self.db_up and self.spool.empty)
 
     def _set_db(self, up: bool, why: str = "") -> None:
         if self.spool is None:
@@ -131,7 +134,7 @@ class Sink:
     async def write(self, source: str, records: Sequence[Record]) -> None:
         """Commit `records` to the store or the spool; raise SpoolFull if neither can take them."""
         m = self.metrics
-        if self.spool is None or (self.db_up and self.spool.empty):
+        if self._direct:
             started = time.monotonic()
             try:
                 await self.store.write(records)
@@ -183,7 +186,7 @@ class Sink:
             )
 
     async def write_job(self, job: JobRow) -> None:
-        if self.spool is None or (self.db_up and self.spool.empty):
+        if self._direct:
             try:
                 await self.store.write_job(job)
                 return
@@ -191,6 +194,7 @@ class Sink:
                 if self.spool is None:
                     raise
                 self._set_db(False, str(exc))
+        assert self.spool is not None  # not direct, or the store failed with a spool present
         await self.spool.add_job(job)
         self._wake.set()
 
