@@ -1,4 +1,11 @@
-"""Shared fixtures: a real PostgreSQL per test session, a fresh database per test."""
+"""Shared fixtures and the test tiers.
+
+Tiers, by folder (each test gets the folder's marker, so `-m unit` works too):
+- tests/unit/: no servers, in-process fakes, seconds;
+- tests/integration/: a real PostgreSQL, the aiohttp test sites, crawler processes;
+- tests/ops/: the monitoring stack, compose, deploy and dashboards, checked by their own tools.
+`scripts/test unit` (or integration, ops) runs one tier; `scripts/test` runs them all.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +37,17 @@ def site() -> Iterator[Site]:
     s = Site().start()
     yield s
     s.stop()
+
+
+TIERS = ("unit", "integration", "ops")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.parts
+        tier = next((t for t in TIERS if t in parts[-3:-1]), None)
+        if tier is None:
+            raise pytest.UsageError(
+                f"{item.path}: every test lives in tests/unit, tests/integration or tests/ops"
+            )
+        item.add_marker(getattr(pytest.mark, tier))

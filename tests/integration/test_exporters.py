@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters import pipeline, throttled
 from tests.helpers import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The schema of the contract (crawler migrations own the real one).
 SCHEMA = """

@@ -29,7 +29,7 @@ from crawler.service import Service
 from tests.hostile_site import HostileSite, bomb
 
 CAP = 4 * 2**20
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ import yaml
 from tests.helpers import free_port, require, wait_for
 from tests.site import Site
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASH_DIR = ROOT / "grafana" / "dashboards"
 DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 LOKI_LABELS = {"job", "host", "level", "source"}

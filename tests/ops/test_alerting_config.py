@@ -20,7 +20,7 @@ import yaml
 
 from tests.helpers import require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "prometheus"
 RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 LOKI_RULES = sorted((ROOT / "loki" / "rules" / "fake").glob("*.yml"))

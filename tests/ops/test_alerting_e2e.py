@@ -35,7 +35,7 @@ from aiohttp import web
 from tests.helpers import free_port, require, wait_for
 from tests.site import Site
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALERT = "CrawlerSourceErrorRatioHigh"
 RUNBOOK = (
     "https://github.com/example/pi-crawler/blob/main/docs/runbooks.md#crawlersourceerrorratiohigh"
