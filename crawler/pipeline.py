@@ -39,6 +39,7 @@ class RunResult:
     failed_pages: int = 0
     records: int = 0
     error: str | None = None
+    error_kind: str | None = None
     errors: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -108,12 +109,24 @@ class Pipeline:
             n = min(self.config.fetch.concurrency, len(source.urls))
             await _all_or_none([worker() for _ in range(n)])
             await batcher.flush()
-        except CrawlerError as exc:  # the sink refused a batch (spool full, store broken)
-            result.status, result.error = "failure", str(exc)
+        except Exception as exc:
+            # CrawlerError: the sink refused a batch (spool full, store broken). Anything else
+            # is a bug or a value no layer expected: it ends this run, never the scheduler's job
+            # (an exception escaping into APScheduler leaves no job row and repeats every run).
+            kind = ErrorKind.STORAGE if isinstance(exc, CrawlerError) else ErrorKind.INTERNAL
+            _fail(result, kind, exc)
             m.queue_records.dec(len(batcher.pending))
+            if kind is ErrorKind.INTERNAL:
+                log.error(
+                    "source run raised",
+                    exc_info=True,
+                    extra={"source": source.name, "error_kind": kind.value},
+                )
         if result.status == "success" and result.pages == 0 and result.not_modified == 0:
             result.status = "failure"
             result.error = f"no page could be used ({result.failed_pages} failed)"
+            if result.errors:
+                result.error_kind = max(result.errors, key=result.errors.__getitem__)
         result.finished_at = time.time()
         duration = time.monotonic() - started
         m.source_runs.labels(source.name, result.status).inc()
@@ -134,6 +147,7 @@ class Pipeline:
                 "failed_pages": result.failed_pages,
                 "records": result.records,
                 "duration_ms": round(duration * 1000),
+                "error_kind": result.error_kind,
                 "error": result.error,
             },
         )
@@ -205,7 +219,7 @@ class Pipeline:
         )
         try:
             await self.sink.write_job(job)
-        except CrawlerError as exc:
+        except Exception as exc:  # the run's outcome is already counted and logged
             log.error(
                 "could not record the run in crawler_jobs",
                 extra={
@@ -214,6 +228,12 @@ class Pipeline:
                     "error": str(exc),
                 },
             )
+
+
+def _fail(result: RunResult, kind: ErrorKind, exc: BaseException) -> None:
+    result.status, result.error_kind = "failure", kind.value
+    text = str(exc) if isinstance(exc, CrawlerError) else f"{type(exc).__name__}: {exc}"
+    result.error = f"{kind.value}: {text}" if kind is ErrorKind.INTERNAL else text
 
 
 async def _all_or_none(coros: list[Coroutine[Any, Any, None]]) -> None:
