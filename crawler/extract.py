@@ -31,7 +31,8 @@ class Record:
     data: dict[str, Any]
 
 
-def _xpath_text(selector: str) -> str:
+def xpath_of(selector: str) -> str:
+    """The XPath of a CSS selector (parsel's dialect), or of an `xpath:`-prefixed one."""
     if selector.startswith("xpath:"):
         return selector[len("xpath:") :].strip()
     from parsel.csstranslator import css2xpath
@@ -49,7 +50,7 @@ def check_selector(parser: str, selector: str) -> str | None:
         else:
             from lxml import etree
 
-            etree.XPath(_xpath_text(selector))
+            etree.XPath(xpath_of(selector))
     except Exception as exc:  # each library raises its own syntax error types
         kind = (
             "JMESPath"
@@ -97,42 +98,51 @@ def _text_of(node: Any) -> str:
     return "".join(node.itertext())
 
 
-class Extractor:
-    """Compiled extraction rules for one source."""
+_Parse = Callable[[bytes, "str | None"], Any]
+_Rows = Callable[[Any], "list[dict[str, Any]]"]
 
-    def __init__(self, source: SourceConfig) -> None:
+
+class Extractor:
+    """Compiled extraction rules for one source (with `parser`: for its followed pages).
+
+    `parse()` turns a body into a document and `records()` a document into records, so the
+    discovery of links and next pages reads the same parsed document as the fields do.
+    """
+
+    def __init__(self, source: SourceConfig, parser: str | None = None) -> None:
         self.source = source
-        self._extract: Callable[[bytes, str | None], list[dict[str, Any]]]
-        if source.parser == "json":
-            self._extract = self._compile_json(source)
+        self.parser = parser or source.parser
+        self._parse: _Parse
+        self._rows: _Rows
+        if self.parser == "json":
+            self._parse, self._rows = self._compile_json(source)
+        elif self.parser == "feed":
+            self._parse, self._rows = self._compile_feed(source)
         else:
-            self._extract = self._compile_html(source)
+            self._parse, self._rows = self._compile_html(source)
 
     def extract(self, body: bytes, charset: str | None = None) -> list[Record]:
         """Records found in `body`; raise FetchError(PARSE) when it cannot be parsed at all."""
-        try:
-            rows = self._extract(body, charset)
-        except FetchError:
-            raise
-        except (ValueError, TypeError, RecursionError, LookupError) as exc:
-            # A hostile page (absurd nesting, odd encodings, JMESPath on odd types) costs one
-            # failed fetch, never the run.
-            raise FetchError(ErrorKind.PARSE, f"extraction failed: {exc!r}") from exc
+        return self.records(self.parse(body, charset))
+
+    def parse(self, body: bytes, charset: str | None = None) -> Any:
+        """The parsed document; raise FetchError(PARSE) when it cannot be parsed at all."""
+        return _guarded(self._parse, body, charset)
+
+    def records(self, doc: Any) -> list[Record]:
+        """The records of a parsed document."""
+        rows = _guarded(self._rows, doc)
         name, key_fields = self.source.name, self.source.key
         return [Record(source=name, key=make_key(key_fields, d), data=d) for d in rows]
 
     # -- HTML -------------------------------------------------------------------------------
 
-    def _compile_html(
-        self, source: SourceConfig
-    ) -> Callable[[bytes, str | None], list[dict[str, Any]]]:
+    def _compile_html(self, source: SourceConfig) -> tuple[_Parse, _Rows]:
         from lxml import etree, html
 
-        items = (
-            etree.XPath(_xpath_text(source.items), smart_strings=False) if source.items else None
-        )
+        items = etree.XPath(xpath_of(source.items), smart_strings=False) if source.items else None
         fields = [
-            (f, etree.XPath(_xpath_text(f.selector), smart_strings=False)) for f in source.fields
+            (f, etree.XPath(xpath_of(f.selector), smart_strings=False)) for f in source.fields
         ]
         parsers: dict[str | None, Any] = {}
 
@@ -146,13 +156,16 @@ class Extractor:
                 parsers[charset] = p
             return p
 
-        def run(body: bytes, charset: str | None) -> list[dict[str, Any]]:
+        def parse(body: bytes, charset: str | None) -> Any:
             try:
                 root = etree.fromstring(body, parser_for(charset))
             except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
                 raise FetchError(ErrorKind.PARSE, f"HTML does not parse: {exc}") from exc
             if root is None:
                 raise FetchError(ErrorKind.PARSE, "empty HTML document")
+            return root
+
+        def rows(root: Any) -> list[dict[str, Any]]:
             nodes = items(root) if items is not None else [root]
             out = []
             for node in nodes:
@@ -161,23 +174,23 @@ class Extractor:
                     out.append(rec)
             return out
 
-        return run
+        return parse, rows
 
     # -- JSON -------------------------------------------------------------------------------
 
-    def _compile_json(
-        self, source: SourceConfig
-    ) -> Callable[[bytes, str | None], list[dict[str, Any]]]:
+    def _compile_json(self, source: SourceConfig) -> tuple[_Parse, _Rows]:
         import jmespath
 
         items = jmespath.compile(source.items) if source.items else None
         fields = [(f.name, jmespath.compile(f.selector)) for f in source.fields]
 
-        def run(body: bytes, charset: str | None) -> list[dict[str, Any]]:
+        def parse(body: bytes, charset: str | None) -> Any:
             try:
-                doc = json.loads(body.decode(charset or "utf-8", errors="replace"))
+                return json.loads(body.decode(charset or "utf-8", errors="replace"))
             except (ValueError, LookupError) as exc:
                 raise FetchError(ErrorKind.PARSE, f"invalid JSON: {exc}") from exc
+
+        def rows(doc: Any) -> list[dict[str, Any]]:
             nodes = items.search(doc) if items is not None else [doc]
             if nodes is None:
                 return []
@@ -190,7 +203,36 @@ class Extractor:
                     out.append(rec)
             return out
 
-        return run
+        return parse, rows
+
+    # -- feeds ------------------------------------------------------------------------------
+
+    def _compile_feed(self, source: SourceConfig) -> tuple[_Parse, _Rows]:
+        from crawler.feed import parse_feed
+
+        # `fields` of a feed select entry keys and rename them: {headline: title}.
+        renames = [(f.name, f.selector) for f in source.fields]
+
+        def parse(body: bytes, charset: str | None) -> Any:
+            return parse_feed(body)
+
+        def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not renames:
+                return entries
+            return [{name: e.get(key) for name, key in renames} for e in entries]
+
+        return parse, rows
+
+
+def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except FetchError:
+        raise
+    except (ValueError, TypeError, RecursionError, LookupError) as exc:
+        # A hostile page (absurd nesting, odd encodings, JMESPath on odd types) costs one
+        # failed fetch, never the run.
+        raise FetchError(ErrorKind.PARSE, f"extraction failed: {exc!r}") from exc
 
 
 def _fields_of(node: Any, fields: list[tuple[FieldSpec, Any]]) -> dict[str, Any] | None:
