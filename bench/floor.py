@@ -1,0 +1,45 @@
+"""The floor: the least any crawler can spend on the benchmark's crawl.
+
+A bare aiohttp loop (16 requests in flight) fetches every page and extracts the 20 records
+with parsel, the way the crawler's selectors read them; no scheduling, politeness, metrics,
+logging or storage. Prints `records N` so bench/run.sh can check that it did the whole work.
+
+Usage: python bench/floor.py PAGES PORT [CONCURRENCY]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import aiohttp
+from parsel import Selector
+
+
+async def crawl(pages: int, port: int, concurrency: int) -> int:
+    records = 0
+    todo = iter(range(pages))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal records
+        for i in todo:
+            async with session.get(f"http://127.0.0.1:{port}/page/{i}") as resp:
+                body = await resp.text()
+            for quote in Selector(text=body).css("div.quote"):
+                record = {
+                    "text": quote.css("span.text::text").get(),
+                    "author": quote.css("small.author::text").get(),
+                    "tags": quote.css("a.tag::text").getall(),
+                }
+                records += record["text"] is not None
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return records
+
+
+if __name__ == "__main__":
+    pages, port = int(sys.argv[1]), int(sys.argv[2])
+    concurrency = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+    print("records", asyncio.run(crawl(pages, port, concurrency)))

@@ -1,0 +1,78 @@
+"""The repository stands alone: a user's clone has everything its files refer to, and the
+benchmark runs from it (bench/run.sh: its own site, floor and peer scripts)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.helpers import require
+
+ROOT = Path(__file__).resolve().parents[2]
+# Spelled in two pieces so this file does not match itself.
+OUTSIDE = ".." + "/shared"
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return [p for p in out.decode().split("\0") if p]
+
+
+def test_no_tracked_file_mentions_a_folder_outside_the_repository() -> None:
+    files = tracked_files()
+    assert "bench/run.sh" in files  # the listing works (a wrong root would find nothing)
+    offenders = []
+    for path in files:
+        full = ROOT / path
+        if full.is_file() and OUTSIDE.encode() in full.read_bytes():
+            offenders.append(path)
+    assert offenders == [], f"these files refer to {OUTSIDE}, which a clone does not have"
+
+
+def test_readme_links_resolve_inside_the_repository() -> None:
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert "docs/architecture.md" in local
+    missing = [t for t in local if not (ROOT / t).exists() and t != "docs/architecture.md"]
+    assert missing == []
+
+
+def test_bench_scripts_are_shellcheck_clean() -> None:
+    proc = subprocess.run(
+        [require("shellcheck"), str(ROOT / "bench" / "run.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_bench_runs_from_the_repository() -> None:
+    """A small run of the real benchmark: every crawler does the whole work and the table comes
+    out. (The first run creates .venv-bench with Scrapy.)"""
+    assert Path("/usr/bin/time").exists(), "scripts/test installs Debian's package `time`"
+    before = set(Path("/tmp").glob("crawler-bench.*"))
+    proc = subprocess.run(
+        [str(ROOT / "bench" / "run.sh"), "30", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == [
+        "| floor (aiohttp + parsel, no storage)",
+        f"| Scrapy {rows[3].split()[2]} (no storage)",
+        "| **pi-crawler** (metrics, JSON logs, PostgreSQL)",
+    ]
+    assert rows[2].split(" | ")[2] == "1.00x"
+    assert "600 rows in scraped_data, 1/1 runs succeeded" in proc.stdout
+    assert "PROBLEM" not in proc.stderr
+    assert set(Path("/tmp").glob("crawler-bench.*")) == before  # its work folder is gone
