@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from crawler.config import FieldSpec, SourceConfig
 from crawler.errors import ErrorKind, FetchError
+from crawler.storable import storable_record
 
 MAX_READABLE_KEY = 200
 
@@ -133,7 +134,11 @@ class Extractor:
         """The records of a parsed document."""
         rows = _guarded(self._rows, doc)
         name, key_fields = self.source.name, self.source.key
-        return [Record(source=name, key=make_key(key_fields, d), data=d) for d in rows]
+        records = []
+        for row in rows:
+            data = storable_record(row)  # before the key: a cleaned key field, a stable key
+            records.append(Record(source=name, key=make_key(key_fields, data), data=data))
+        return records
 
     # -- HTML -------------------------------------------------------------------------------
 

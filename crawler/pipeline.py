@@ -23,6 +23,7 @@ from crawler.extract import Extractor, Record
 from crawler.fetch import Fetcher
 from crawler.metrics import Metrics
 from crawler.sink import Sink
+from crawler.storable import clean_text
 from crawler.store import JobRow
 
 log = logging.getLogger("crawler.pipeline")
@@ -215,7 +216,8 @@ class Pipeline:
             finished_at=result.finished_at,
             pages=result.pages,
             records=result.records,
-            error=result.error,
+            # An error message may quote a hostile value: keep the job row storable too.
+            error=clean_text(result.error) if result.error else None,
         )
         try:
             await self.sink.write_job(job)

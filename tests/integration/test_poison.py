@@ -1,20 +1,98 @@
-"""Poison never jams anything: a run that meets an unexpected exception ends as a counted
-failure with a job row, and the next run goes on."""
+"""Poison never jams anything: hostile values are stored cleaned, directly and through the spool;
+a run that meets an unexpected exception ends as a counted failure with a job row."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from crawler.config import load_config
 from crawler.extract import Extractor
 from crawler.service import Service
+from tests.crawler_proc import run_cli
+from tests.helpers import free_port
 from tests.site import Site
+
+# Each record is hostile in one way; json.dumps writes them as the escapes a server would send.
+POISON = [
+    {"id": "nul", "text": "a\u0000b"},
+    {"id": "surrogate", "text": "x\ud800y"},
+    {"id": "k\u0000ey", "text": "a NUL in the key field"},
+    {"id": "plain", "text": "an ordinary record"},
+]
+CLEANED = {
+    "nul": {"id": "nul", "text": "ab"},
+    "surrogate": {"id": "surrogate", "text": "x\ufffdy"},
+    "key": {"id": "key", "text": "a NUL in the key field"},
+    "plain": {"id": "plain", "text": "an ordinary record"},
+}
+
+
+@pytest.fixture
+def poison_site() -> Iterator[Site]:
+    s = Site()
+
+    async def poison(request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps({"items": POISON}), content_type="application/json")
+
+    s.app.router.add_get("/poison", poison)
+    s.start()
+    yield s
+    s.stop()
+
+
+POISON_SOURCE = """\
+  - name: poison
+    every: 1h
+    urls: ["{base}/poison"]
+    parser: json
+    items: items
+    fields: {{id: id, text: text}}
+    key: [id]
+"""
+
+
+def pg_rows(dsn: str) -> dict[str, object]:
+    with psycopg.connect(dsn) as c:
+        return dict(c.execute("select key, data from scraped_data where source = 'poison'"))
+
+
+async def test_poison_values_are_stored_cleaned_directly(
+    poison_site: Site, tmp_path: Path, pg_dsn: str
+) -> None:
+    extra = POISON_SOURCE.format(base=poison_site.base)
+    cfg = load_config(config_file(tmp_path, poison_site, pg_dsn, extra=extra))
+    [result] = await Service(cfg, CollectorRegistry()).once(["poison"])
+    assert (result.status, result.records) == ("success", 4)
+    assert pg_rows(pg_dsn) == CLEANED
+
+
+async def test_poison_values_are_stored_cleaned_through_the_spool(
+    poison_site: Site, tmp_path: Path, pg_dsn: str
+) -> None:
+    extra = POISON_SOURCE.format(base=poison_site.base)
+    # The database is away: the batch goes to the spool.
+    dead = f"postgresql://crawler@127.0.0.1:{free_port()}/crawler"
+    registry = CollectorRegistry()
+    cfg = load_config(config_file(tmp_path, poison_site, dead, extra=extra))
+    [result] = await Service(cfg, registry).once(["poison"])
+    assert (result.status, result.records) == ("success", 4)
+    assert registry.get_sample_value("crawler_records_spooled_total", {"source": "poison"}) == 4
+    # It is back (same state_dir, so the same spool): the drain moves every record.
+    config_file(tmp_path, poison_site, pg_dsn, extra=extra)
+    drained = run_cli("spool", "-c", str(tmp_path / "crawler.yaml"), "--drain")
+    assert drained.returncode == 0, drained.stderr
+    assert json.loads(drained.stdout.splitlines()[-1])["spool"]["records"] == 0
+    assert pg_rows(pg_dsn) == CLEANED
 
 
 def config_file(tmp_path: Path, site: Site, dsn: str | None = None, extra: str = "") -> Path:
