@@ -1,0 +1,533 @@
+"""The field pipeline: from what a selector matched to a clean, typed value.
+
+Each configured field runs, in this order, the steps it names:
+
+    select → all → strip → regex → type → default
+
+*select* is a CSS/XPath `selector` (html), a JMESPath `path` (json), `json_ld` (a JMESPath into
+the page's schema.org JSON-LD objects) or `embedded_json` (a CSS selector of a `<script>` holding
+JSON, with an optional `path` into it). *strip* collapses the whitespace of html text (on by
+default: markup indentation is never data). *regex* keeps the first group, else the whole match.
+*type* converts (`str`, `int`, `float`, `decimal`, `bool`, `datetime`, `url`). *default* fills
+a value that is still missing.
+
+Everything is compiled once per source (`compile_fields`): selectors, regexes, the time zone,
+the converters. Per page, JSON-LD and embedded JSON are parsed at most once, and only when a
+field asks for them. A value that does not convert is *missing* (and counted as invalid in the
+run's `FieldTally`), never an exception: one odd price must not cost the page's other records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+from zoneinfo import ZoneInfo
+
+TYPES = ("str", "int", "float", "decimal", "bool", "datetime", "url")
+
+# Strings accepted by the `bool` type (after strip, case-insensitive).
+_TRUE = frozenset({"true", "yes", "y", "1", "on"})
+_FALSE = frozenset({"false", "no", "n", "0", "off"})
+_SIGNED = re.compile(r"^\s*[-\u2212]\s*\D{0,4}\d")  # "-3", "- £3", "-€3", U+2212
+_ZERO_POINT = re.compile(r"^\s*[-+\u2212]?0[.,](\d+)\s*$")  # 0.123 / 0,123: never thousands
+_MAX_TEXT = 256  # longer strings are not numbers or dates: do not feed them to the parsers
+
+
+class Invalid(ValueError):
+    """Raised inside this module when a value does not convert (never leaves it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldSpec:
+    """One output field of a record: where its value is, and how it is cleaned and typed."""
+
+    name: str = ""
+    selector: str | None = None
+    path: str | None = None
+    json_ld: str | None = None
+    embedded_json: str | None = None
+    all: bool = False
+    strip: bool = True
+    regex: str | None = None
+    type: str | None = None
+    default: Any = None
+    required: bool = False
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        """Cross-key problems as (relative key, message); parser-specific ones in
+        `field_problems`."""
+        kinds = [
+            k for k in ("selector", "json_ld", "embedded_json") if getattr(self, k) is not None
+        ]
+        if len(kinds) > 1:
+            yield kinds[1], f"use one of selector, path, json_ld, embedded_json, not {kinds}"
+        if self.selector is not None and self.path is not None:
+            yield "path", "use selector or path, not both (for json sources they are the same)"
+        if not kinds and self.path is None:
+            yield "selector", "a field needs selector, path, json_ld or embedded_json"
+        if self.json_ld is not None and self.path is not None:
+            yield "path", "json_ld is already a JMESPath: put the whole path there"
+        if self.type is not None and self.type not in TYPES:
+            yield "type", f"must be one of {', '.join(TYPES)}"
+        if self.required and self.default is not None:
+            yield "default", "a required field has no default (drop one of the two)"
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                yield "regex", f"does not compile: {exc}"
+        if self.default is not None and self.type is not None and self.type in TYPES:
+            try:
+                convert(self.type, self.default, "https://example.invalid/", timezone.utc)
+            except Invalid as exc:
+                yield "default", f"is not a valid {self.type}: {exc}"
+
+
+def field_problems(spec: FieldSpec, parser: str) -> Iterable[tuple[str, str]]:
+    """Problems of a field that depend on the source's parser: (key within the field, message)."""
+    from crawler.extract import check_selector  # late: extract imports this module
+
+    if parser == "json":
+        for key in ("json_ld", "embedded_json"):
+            if getattr(spec, key) is not None:
+                yield key, "is for html sources (a json source's page is the JSON already)"
+        expr = spec.path if spec.path is not None else spec.selector
+        if expr is not None and (error := check_selector("json", expr)):
+            yield ("path" if spec.path is not None else "selector"), error
+        return
+    if spec.path is not None and spec.embedded_json is None:
+        yield "path", "an html source selects with `selector` (or `path` with `embedded_json`)"
+    for key, kind in (("selector", "html"), ("embedded_json", "html"), ("json_ld", "json")):
+        value = getattr(spec, key)
+        if value is not None and (error := check_selector(kind, value)):
+            yield key, error
+    if (
+        spec.embedded_json is not None
+        and spec.path is not None
+        and (error := check_selector("json", spec.path))
+    ):
+        yield "path", error
+
+
+# --------------------------------------------------------------------------- per-run tally
+
+
+@dataclass
+class FieldTally:
+    """What the pipeline saw in one run: missing and invalid fields, dropped records.
+
+    The pipeline flushes it into metrics after each page (`take()`), and logs the first dropped
+    record of each required field once per run (`first_drop`).
+    """
+
+    missing: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+    dropped: int = 0
+    first_drop: dict[str, str] = field(default_factory=dict)  # field → example URL
+    reported: set[str] = field(default_factory=set)  # fields already logged this run
+
+    def take(self) -> tuple[Counter[str], Counter[str], int]:
+        """The counts since the last call (and reset them)."""
+        out = (self.missing, self.invalid, self.dropped)
+        self.missing, self.invalid, self.dropped = Counter(), Counter(), 0
+        return out
+
+
+# --------------------------------------------------------------------------- type converters
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        raise Invalid(f"{value!r} is a boolean")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise Invalid(f"{type(value).__name__} is not a scalar")
+
+
+def _number(value: Any) -> Decimal:
+    """A number from a JSON number or a human-written amount in any common locale.
+
+    "1.234,56" and "1,234.56" are both 1234.56; "£51.77" is 51.77; a lone separator before
+    exactly three digits groups thousands ("1,234" is 1234), except after a leading 0 ("0,123").
+    """
+    if isinstance(value, bool):
+        raise Invalid("a boolean is not a number")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Invalid(f"{value!r} is not a finite number")
+        return Decimal(repr(value))
+    text = _text(value)
+    if len(text) > _MAX_TEXT or not any(c.isdigit() for c in text):
+        raise Invalid(f"{text[:40]!r} holds no number")  # price-parser reads "free" as 0
+    zero = _ZERO_POINT.match(text)
+    if zero:
+        amount: Decimal | None = Decimal("0." + zero.group(1))
+    else:
+        from price_parser import Price  # made for "£1.234,56"-style amounts
+
+        amount = Price.fromstring(text).amount
+    if amount is None:
+        raise Invalid(f"{text[:40]!r} holds no number")
+    # price-parser reads amounts, which it takes as unsigned: put a leading minus back.
+    return -amount if _SIGNED.match(text) and amount > 0 else amount
+
+
+def _to_int(value: Any, base: str, tz: Any) -> int:
+    n = _number(value)
+    if n != n.to_integral_value():
+        raise Invalid(f"{n} is not a whole number")
+    return int(n)
+
+
+def _to_float(value: Any, base: str, tz: Any) -> float:
+    if isinstance(value, str):
+        try:  # plain machine notation first: "1e-3", "2.5"
+            f = float(value)
+        except ValueError:
+            f = float(_number(value))
+        if not math.isfinite(f):
+            raise Invalid(f"{value[:40]!r} is not a finite number")
+        return f
+    return float(_number(value))
+
+
+def _to_decimal(value: Any, base: str, tz: Any) -> int | float:
+    n = _number(value)
+    # A JSON number: whole amounts stay integers; float's shortest repr keeps "51.77" as is.
+    return int(n) if n == n.to_integral_value() else float(n)
+
+
+def _to_bool(value: Any, base: str, tz: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise Invalid(f"{str(value)[:40]!r} is not true/false, yes/no, 1/0 or on/off")
+
+
+def _to_datetime(value: Any, base: str, tz: Any) -> str:
+    """ISO 8601 in UTC. Naive times are in the source's time zone; numbers are Unix time."""
+    if isinstance(value, bool):
+        raise Invalid("a boolean is not a time")
+    if isinstance(value, (int, float)):
+        seconds = float(value) / 1000 if abs(value) > 1e11 else float(value)  # ms since epoch
+        try:
+            when = datetime.fromtimestamp(seconds, timezone.utc)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise Invalid(f"{value!r} is not a Unix time") from exc
+    else:
+        text = _text(value)
+        if not text or len(text) > _MAX_TEXT:
+            raise Invalid("no time")
+        from dateutil import parser as dateparser  # ISO 8601 and the common written forms
+
+        try:
+            when = dateparser.isoparse(text)
+        except (ValueError, OverflowError):
+            if len(text) < 6 or not any(c.isdigit() for c in text):
+                raise Invalid(f"{text[:40]!r} is not a date") from None
+            try:
+                when = dateparser.parse(text)
+            except (ValueError, OverflowError) as exc:
+                raise Invalid(f"{text[:40]!r} is not a date") from exc
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=tz)
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def _to_url(value: Any, base: str, tz: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid("not a link")
+    joined = urljoin(base, value.strip())
+    parts = urlsplit(joined)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"{joined[:60]!r} is not an http(s) URL")
+    return joined
+
+
+def _to_str(value: Any, base: str, tz: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+_CONVERTERS: dict[str, Callable[[Any, str, Any], Any]] = {
+    "str": _to_str,
+    "int": _to_int,
+    "float": _to_float,
+    "decimal": _to_decimal,
+    "bool": _to_bool,
+    "datetime": _to_datetime,
+    "url": _to_url,
+}
+
+
+def convert(type_: str, value: Any, base_url: str, tz: Any) -> Any:
+    """`value` as `type_`; raise Invalid when it does not convert."""
+    try:
+        return _CONVERTERS[type_](value, base_url, tz)
+    except Invalid:
+        raise
+    except (ValueError, ArithmeticError, TypeError, OverflowError) as exc:
+        raise Invalid(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- compiled fields
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+class PageData:
+    """One page as the fields see it: its URL, its parsed document, and the structured data
+    parsed from it on first use (JSON-LD, embedded JSON), shared by every record of the page."""
+
+    __slots__ = ("_base", "_embedded", "_json_ld", "root", "url")
+
+    def __init__(self, url: str, root: Any) -> None:
+        self.url, self.root = url, root
+        self._json_ld: list[Any] | None = None
+        self._embedded: dict[str, Any] = {}
+        self._base: str | None = None
+
+    @property
+    def base(self) -> str:
+        """The URL relative links resolve against: `<base href>` if the page has one."""
+        if self._base is None:
+            self._base = self.url
+            finder = getattr(self.root, "find", None)
+            if finder is not None:
+                el = self.root.find(".//base[@href]")
+                if el is not None:
+                    self._base = urljoin(self.url, el.get("href").strip())
+        return self._base
+
+    def json_ld(self) -> list[Any]:
+        """Every schema.org object in the page's `application/ld+json` scripts (lists and
+        `@graph` flattened); a script that is not valid JSON is skipped."""
+        if self._json_ld is None:
+            found: list[Any] = []
+            for script in _ld_xpath()(self.root):
+                doc = _loads(script.text)
+                stack = [doc]
+                while stack:
+                    item = stack.pop(0)
+                    if isinstance(item, list):
+                        stack[:0] = item
+                    elif isinstance(item, dict):
+                        found.append(item)
+                        graph = item.get("@graph")
+                        if isinstance(graph, list):
+                            stack.extend(graph)
+            self._json_ld = found
+        return self._json_ld
+
+    def embedded(self, selector: str, xp: Any) -> Any:
+        if selector not in self._embedded:
+            doc = None
+            for el in xp(self.root):
+                doc = _loads(el if isinstance(el, str) else el.text)
+                if doc is not None:
+                    break
+            self._embedded[selector] = doc
+        return self._embedded[selector]
+
+
+def _loads(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+_LD: list[Any] = []  # the JSON-LD script XPath, built on first use (lxml imported lazily)
+
+
+def _ld_xpath() -> Any:
+    if not _LD:
+        from lxml import etree
+
+        _LD.append(
+            etree.XPath(
+                "//script[translate(@type, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',"
+                " 'abcdefghijklmnopqrstuvwxyz')='application/ld+json']"
+            )
+        )
+    return _LD[0]
+
+
+class CompiledField:
+    """One field, compiled: `value(node, page, tally)` runs its whole pipeline."""
+
+    __slots__ = ("_convert", "_regex", "_select", "_strip", "all", "default", "name", "required")
+
+    def __init__(self, spec: FieldSpec, parser: str, tz: Any) -> None:
+        self.name, self.all, self.default, self.required = (
+            spec.name,
+            spec.all,
+            spec.default,
+            spec.required,
+        )
+        self._select = _compile_select(spec, parser)
+        self._strip = spec.strip and parser == "html" and spec.selector is not None
+        self._regex = re.compile(spec.regex) if spec.regex is not None else None
+        conv = _CONVERTERS[spec.type] if spec.type else None
+        self._convert: Callable[[Any, str], Any] | None = (
+            (lambda v, base: conv(v, base, tz)) if conv is not None else None
+        )
+
+    def value(self, node: Any, page: PageData, tally: FieldTally) -> tuple[Any, bool]:
+        """(the field's final value, whether it was missing before `default`)."""
+        raw = self._select(node, page)
+        if self.all:
+            values = raw if isinstance(raw, list) else ([] if raw is None else [raw])
+            out = []
+            for v in values:
+                try:
+                    v = self._one(v, page)
+                except Invalid:
+                    tally.invalid[self.name] += 1
+                    continue
+                if not is_missing(v):
+                    out.append(v)
+            missing = not out
+            return (self.default if missing and self.default is not None else out), missing
+        try:
+            value = self._one(raw, page)
+        except Invalid:
+            tally.invalid[self.name] += 1
+            value = None
+        missing = is_missing(value)
+        if missing:
+            return self.default, True
+        return value, False
+
+    def _one(self, value: Any, page: PageData) -> Any:
+        if value is None:
+            return None
+        if self._strip and isinstance(value, str):
+            value = " ".join(value.split())
+        if self._regex is not None:
+            if isinstance(value, (dict, list)):
+                raise Invalid("regex on a structure")
+            m = self._regex.search(value if isinstance(value, str) else _text(value))
+            if m is None:
+                return None
+            value = m.group(1) if self._regex.groups else m.group(0)
+        if is_missing(value):
+            return None
+        if self._convert is not None:
+            try:
+                return self._convert(value, page.base)
+            except Invalid:
+                raise
+            except (ValueError, ArithmeticError, TypeError, OverflowError) as exc:
+                raise Invalid(str(exc)) from exc
+        return value
+
+
+def _text_of(node: Any) -> str:
+    if isinstance(node, str):
+        return node
+    return "".join(node.itertext())
+
+
+def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], Any]:
+    """The select (and `all`) step: node → a value, or a list of them with `all`."""
+    import jmespath
+
+    if parser == "json":
+        expr = jmespath.compile(spec.path if spec.path is not None else spec.selector or "@")
+        return lambda node, page: expr.search(node)
+    if spec.json_ld is not None:
+        ld = jmespath.compile(spec.json_ld)
+
+        def from_json_ld(node: Any, page: PageData) -> Any:
+            for doc in page.json_ld():
+                found = ld.search(doc)
+                if found is not None:
+                    return found
+            return None
+
+        return from_json_ld
+    from lxml import etree
+
+    from crawler.extract import xpath_of as xpath_text
+
+    if spec.embedded_json is not None:
+        sel = spec.embedded_json
+        script = etree.XPath(xpath_text(sel), smart_strings=False)
+        inner = jmespath.compile(spec.path) if spec.path is not None else None
+
+        def from_embedded(node: Any, page: PageData) -> Any:
+            doc = page.embedded(sel, script)
+            return inner.search(doc) if inner is not None and doc is not None else doc
+
+        return from_embedded
+    xp = etree.XPath(xpath_text(spec.selector or ""), smart_strings=False)
+    every = spec.all
+
+    def from_html(node: Any, page: PageData) -> Any:
+        result = xp(node)
+        if not isinstance(result, list):  # string(), count() and friends return scalars
+            return result
+        if every:
+            return [_text_of(r) for r in result]
+        return _text_of(result[0]) if result else None
+
+    return from_html
+
+
+class FieldSet:
+    """A source's fields, compiled once: `record(node, page, tally)` gives one record or None."""
+
+    def __init__(self, specs: Iterable[FieldSpec], parser: str, tz_name: str = "UTC") -> None:
+        tz = ZoneInfo(tz_name) if tz_name != "UTC" else timezone.utc
+        self.fields = [CompiledField(s, parser, tz) for s in specs]
+        self.required = [f.name for f in self.fields if f.required]
+
+    def record(self, node: Any, page: PageData, tally: FieldTally) -> dict[str, Any] | None:
+        """The record of `node`; None when nothing matched at all (not a record) or when a
+        required field is missing (dropped, counted in `tally`)."""
+        rec: dict[str, Any] = {}
+        missing: list[str] = []
+        for f in self.fields:
+            value, was_missing = f.value(node, page, tally)
+            rec[f.name] = value
+            if was_missing:
+                missing.append(f.name)
+        if len(missing) == len(self.fields):
+            return None  # nothing of a record here (a stray item node, an empty page)
+        for name in self.required:
+            if is_missing(rec[name]):
+                tally.dropped += 1
+                tally.first_drop.setdefault(name, page.url)
+                return None
+        for name in missing:
+            tally.missing[name] += 1
+        return rec
