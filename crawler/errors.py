@@ -88,3 +88,7 @@ class StoreUnavailable(StoreError):
 
 class SpoolFull(CrawlerError):
     """Raised when the spool is at its size cap and cannot take a batch."""
+
+
+class SecretUnavailable(CrawlerError):
+    """Raised when a source's header file, token or password cannot be read for a run."""

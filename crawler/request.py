@@ -1,0 +1,312 @@
+"""A source's request options: method, body, headers (some of them secret), auth, proxy.
+
+`prepare()` turns the configured options into the `Prepared` request of one run. It runs at the
+start of every run, so a `headers_file` or token file that another process rotates (expiring
+cookies, short-lived tokens) is read afresh each time, and a file that went missing fails that
+run with a message naming the file, never its content.
+
+Secret values (everything read from `headers_file`, `auth`, the environment, and the password
+of a proxy URL) are collected in `Prepared.secrets`; `Prepared.redact()` blanks them out of any
+text bound for a log line, a metric or `crawler_jobs.error`. Secret headers are sent only to the
+origin of the URL asked for, never along a redirect to another host.
+
+The method and body take part in the request's identity (`Prepared.key`): the conditional-GET
+state and the within-run dedupe of URLs tell `POST /search {"page": 1}` from a GET of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from crawler.errors import SecretUnavailable
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+_BODILESS = frozenset({"GET", "HEAD"})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+_HEADER_FILE_MAX = 64 * 1024
+_REDACTED = "[redacted]"
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def header_map(value: Any) -> tuple[tuple[str, str], ...]:
+    """Configured headers, checked: names are tokens, values hold no line breaks."""
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of header names to values")
+    out = []
+    for name, raw in value.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ValueError(f"{name!r} is not a header name")
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise ValueError(f"the value of {name} must be text")
+        text = str(raw)
+        if "\r" in text or "\n" in text:
+            raise ValueError(f"the value of {name} must be one line")
+        out.append((name, text))
+    return tuple(out)
+
+
+def form_map(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of form field names to values")
+    return tuple((str(k), "" if v is None else str(v)) for k, v in value.items())
+
+
+def json_value(value: Any) -> str:
+    """A JSON body, kept as its compact text (frozen, hashable, sent as is)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"is not JSON: {exc}") from exc
+
+
+def method(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in METHODS:
+        raise ValueError(f"must be one of {', '.join(METHODS)}")
+    return value.upper()
+
+
+def proxy_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an http:// proxy URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// (or https://) proxy URL such as http://proxy:3128")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    """Credentials sent with every request of the source: a bearer token or HTTP Basic."""
+
+    bearer_env: str | None = None
+    bearer_file: Path | None = None
+    basic_user: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        bearer = [k for k in ("bearer_env", "bearer_file") if getattr(self, k) is not None]
+        password = [k for k in ("password_env", "password_file") if getattr(self, k) is not None]
+        if len(bearer) > 1:
+            yield "bearer_file", "use bearer_env or bearer_file, not both"
+        if len(password) > 1:
+            yield "password_file", "use password_env or password_file, not both"
+        if bearer and (self.basic_user is not None or password):
+            yield "basic_user", "use a bearer token or basic_user + password, not both"
+        elif not bearer and self.basic_user is None:
+            yield "bearer_env", "give bearer_env, bearer_file, or basic_user with a password"
+        elif self.basic_user is not None and not password:
+            yield "password_env", "basic_user needs password_env or password_file"
+        for key in ("bearer_env", "bearer_file", "password_env", "password_file"):
+            if (problem := _unreadable(getattr(self, key))) is not None:
+                yield key, problem
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestConfig:
+    """How a source's URLs are requested (all optional: a plain GET by default)."""
+
+    method: str = "GET"
+    json: str | None = None  # the compact JSON text
+    form: tuple[tuple[str, str], ...] | None = None
+    body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    headers_file: Path | None = None
+    auth: AuthConfig | None = None
+    proxy: str | None = None
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        bodies = [k for k in ("json", "form", "body") if getattr(self, k) is not None]
+        if len(bodies) > 1:
+            yield bodies[1], "use one of json, form or body"
+        if bodies and self.method in _BODILESS:
+            yield bodies[0], f"a request body needs a method such as POST, not {self.method}"
+        if (problem := _unreadable(self.headers_file)) is not None:
+            yield "headers_file", problem
+        elif self.headers_file is not None:
+            try:
+                read_headers_file(self.headers_file)
+            except SecretUnavailable as exc:
+                yield "headers_file", str(exc)
+
+
+def _unreadable(ref: str | Path | None) -> str | None:
+    """Why a secret reference cannot be read now (never its value), or None."""
+    if ref is None:
+        return None
+    if isinstance(ref, Path):
+        try:
+            with ref.open("rb"):
+                pass
+        except OSError as exc:
+            return f"cannot read {ref}: {exc.strerror}"
+        return None
+    if ref not in os.environ:
+        return f"environment variable {ref} is not set"
+    return None
+
+
+# --------------------------------------------------------------------------- one run's request
+
+
+def read_headers_file(path: Path) -> dict[str, str]:
+    """`Name: value` lines; blank lines and `#` comments are skipped. Errors name the line
+    number, never its text (it may hold a secret)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_HEADER_FILE_MAX + 1)
+    except OSError as exc:
+        raise SecretUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > _HEADER_FILE_MAX:
+        raise SecretUnavailable(f"{path} is over {_HEADER_FILE_MAX} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretUnavailable(f"{path} is not UTF-8 text") from None
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN.match(name.strip()):
+            raise SecretUnavailable(f"{path}:{number}: not a `Name: value` line")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _read_secret(env: str | None, file: Path | None, what: str) -> str:
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise SecretUnavailable(f"{what}: environment variable {env} is not set")
+        return value.strip()
+    assert file is not None
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise SecretUnavailable(f"{what}: cannot read {file}: {detail}") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The request of one source run, secrets resolved."""
+
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
+    secret_headers: Mapping[str, str] = field(default_factory=dict)  # same origin only
+    data: bytes | None = None
+    proxy: str | None = None
+    secrets: tuple[str, ...] = ()
+    identity: str = ""  # "" for a plain GET: the URL alone identifies it
+
+    def key(self, url: str) -> str:
+        """The request's identity for conditional GET and the within-run dedupe."""
+        return f"{url} {self.identity}" if self.identity else url
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret value blanked out."""
+        for value in self.secrets:
+            if value in text:
+                text = text.replace(value, _REDACTED)
+        return text
+
+    def headers_for(self, url: str, origin: str) -> dict[str, str]:
+        """Headers for a request to `url` made on behalf of a URL whose origin is `origin`."""
+        out = dict(self.headers)
+        if self.secret_headers and _origin(url) == origin:
+            out.update(self.secret_headers)
+        return out
+
+
+PLAIN = Prepared()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of a URL, the scope of its secret headers."""
+    return _origin(url)
+
+
+def _secrets_of_proxy(url: str | None) -> list[str]:
+    if not url:
+        return []
+    parts = urlsplit(url)
+    return [p for p in (parts.password,) if p]
+
+
+def prepare(req: RequestConfig | None, user_agent: str | None = None) -> Prepared:
+    """The request of one run; raise SecretUnavailable when a secret cannot be read."""
+    headers: dict[str, str] = {}
+    if user_agent:
+        headers["User-Agent"] = user_agent
+    if req is None:
+        return Prepared(headers=headers) if headers else PLAIN
+    headers.update(req.headers)
+    secret: dict[str, str] = {}
+    if req.headers_file is not None:
+        secret.update(read_headers_file(req.headers_file))
+    auth = req.auth
+    if auth is not None:
+        if auth.bearer_env is not None or auth.bearer_file is not None:
+            token = _read_secret(auth.bearer_env, auth.bearer_file, "auth bearer token")
+            secret["Authorization"] = f"Bearer {token}"
+        elif auth.basic_user is not None:
+            password = _read_secret(auth.password_env, auth.password_file, "auth password")
+            pair = base64.b64encode(f"{auth.basic_user}:{password}".encode()).decode("ascii")
+            secret["Authorization"] = f"Basic {pair}"
+    data: bytes | None = None
+    if req.json is not None:
+        data = req.json.encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif req.form is not None:
+        data = urlencode(req.form).encode()
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    elif req.body is not None:
+        data = req.body.encode()
+    values = {v for v in secret.values() if v}
+    # The bare token and password too: a server may echo them back without the scheme.
+    for v in list(values):
+        scheme, _, rest = v.partition(" ")
+        if scheme in ("Bearer", "Basic") and rest:
+            values.add(rest)
+    values.update(_secrets_of_proxy(req.proxy))
+    values.update(environment_secrets())
+    identity = ""
+    if req.method != "GET" or data is not None:
+        digest = hashlib.blake2b(data or b"", digest_size=8).hexdigest()
+        identity = f"{req.method} {digest}"
+    return Prepared(
+        method=req.method,
+        headers=headers,
+        secret_headers=secret,
+        data=data,
+        proxy=req.proxy,
+        # Longest first, so a token inside a longer header value is blanked as a whole.
+        secrets=tuple(sorted(values, key=len, reverse=True)),
+        identity=identity,
+    )
+
+
+def environment_secrets() -> tuple[str, ...]:
+    """Passwords in the standard proxy variables, to be kept out of logs like the others."""
+    out = []
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        out += _secrets_of_proxy(os.environ.get(name))
+    return tuple(out)
