@@ -21,7 +21,7 @@ import collections
 import enum
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from crawler.config import CircuitConfig
 from crawler.errors import ErrorKind, FetchError

@@ -62,7 +62,7 @@ def compile_links(parser: str, selector: str) -> LinkFinder:
         return from_json
     from lxml import etree
 
-    from crawler.extract import xpath_of
+    from crawler.selectors import xpath_of
 
     xp = etree.XPath(xpath_of(selector), smart_strings=False)
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from crawler.config import FieldSpec, SourceConfig
 from crawler.errors import ErrorKind, FetchError
+from crawler.selectors import xpath_of
 from crawler.storable import storable_record
 
 MAX_READABLE_KEY = 200
@@ -30,37 +32,6 @@ class Record:
     source: str
     key: str
     data: dict[str, Any]
-
-
-def xpath_of(selector: str) -> str:
-    """The XPath of a CSS selector (parsel's dialect), or of an `xpath:`-prefixed one."""
-    if selector.startswith("xpath:"):
-        return selector[len("xpath:") :].strip()
-    from parsel.csstranslator import css2xpath
-
-    return str(css2xpath(selector))
-
-
-def check_selector(parser: str, selector: str) -> str | None:
-    """The reason `selector` does not compile for `parser`, or None when it does."""
-    try:
-        if parser == "json":
-            import jmespath
-
-            jmespath.compile(selector)
-        else:
-            from lxml import etree
-
-            etree.XPath(xpath_of(selector))
-    except Exception as exc:  # each library raises its own syntax error types
-        kind = (
-            "JMESPath"
-            if parser == "json"
-            else ("XPath" if selector.startswith("xpath:") else "CSS")
-        )
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{kind} selector {selector!r} does not parse: {detail}"
-    return None
 
 
 def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:

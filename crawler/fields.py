@@ -93,7 +93,7 @@ class FieldSpec:
 
 def field_problems(spec: FieldSpec, parser: str) -> Iterable[tuple[str, str]]:
     """Problems of a field that depend on the source's parser: (key within the field, message)."""
-    from crawler.extract import check_selector  # late: extract imports this module
+    from crawler.selectors import check_selector
 
     if parser == "json":
         for key in ("json_ld", "embedded_json"):
@@ -477,7 +477,7 @@ def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], A
         return from_json_ld
     from lxml import etree
 
-    from crawler.extract import xpath_of as xpath_text
+    from crawler.selectors import xpath_of as xpath_text
 
     if spec.embedded_json is not None:
         sel = spec.embedded_json

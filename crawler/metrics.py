@@ -8,7 +8,7 @@ Labels are bounded by the configuration: source names, hosts named in configured
 from __future__ import annotations
 
 import platform
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,

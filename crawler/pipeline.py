@@ -13,9 +13,9 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from crawler.config import Config, SourceConfig
 from crawler.errors import CrawlerError, ErrorKind, FetchError

@@ -9,27 +9,14 @@ so an alert can say "no success in twice the interval" without a per-source cons
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from crawler.config import SourceConfig
 from crawler.metrics import Metrics
 
 log = logging.getLogger("crawler.schedule")
-
-
-def check_cron(expr: str) -> str | None:
-    """Why `expr` is not a valid 5-field crontab expression, or None."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    if len(expr.split()) != 5:
-        return f"{expr!r} must have 5 fields (minute hour day month weekday)"
-    try:
-        CronTrigger.from_crontab(expr)
-    except ValueError as exc:
-        return f"{expr!r} is not a valid cron expression: {exc}"
-    return None
 
 
 def make_trigger(source: SourceConfig) -> Any:

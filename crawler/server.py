@@ -7,7 +7,7 @@ only when the scheduler runs and records have somewhere to go (store, or spool b
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -7,6 +7,7 @@ afterwards, and for the big bodies, peak memory bounded (measured in a subproces
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import subprocess
@@ -506,7 +507,7 @@ async def test_crawl_delay_spaces_requests(tmp_path: Path, hostile: HostileSite)
     async with run.fetcher:
         await asyncio.gather(*(run.fetch(f"/{i}") for i in range(3)))
     starts = sorted(t for p, ts in hostile.times.items() if p.startswith("/ok/") for t in ts)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 2 and min(gaps) >= 0.28, gaps
 
 
@@ -534,7 +535,7 @@ async def test_politeness_delay_is_shared_by_sources_of_one_host(
     async with run.fetcher:
         await asyncio.gather(*(run.fetch(f"/{i}", name) for name in "ab" for i in range(2)))
     starts = sorted(t for p, ts in hostile.times.items() if p.startswith("/ok/") for t in ts)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 3 and min(gaps) >= 0.18, gaps
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -64,6 +65,6 @@ sources:
     assert names[0] == "READY=1", names
     pings = [t for t, m in messages if m == "WATCHDOG=1"]
     assert len(pings) >= 3
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert max(gaps) < 1.0, gaps  # pinged at half of WATCHDOG_USEC: never late enough to be killed
     assert "STOPPING=1" in names

@@ -230,3 +230,88 @@ def test_value_parsers():
     ]
     with pytest.raises(ValueError, match="more than"):
         expand_urls("http://h/{1..1000}/{1..1000}")
+
+
+# --------------------------------------------------------------------------- the generic loader
+
+
+def test_docs_config_tables_are_made_from_the_declarations():
+    from crawler import configdoc
+
+    text = configdoc.DOC.read_text(encoding="utf-8")
+    assert configdoc.render(text) == text, (
+        "docs/config.md is stale: run python -m crawler.configdoc"
+    )
+
+
+def test_every_declared_key_has_a_doc_line():
+    import dataclasses
+
+    from crawler.config import Config
+    from crawler.configfile import declared
+
+    def walk(cls: type) -> list[str]:
+        out = []
+        for f, meta in declared(cls):
+            assert meta["doc"].strip(), f"{cls.__name__}.{f.name} has no doc"
+            if meta["kind"] in ("section", "items"):
+                out += walk(meta["cls"])
+            out.append(f.name)
+        return out
+
+    assert len(walk(Config)) > 40
+    assert dataclasses.is_dataclass(Config)
+
+
+def test_one_declaration_is_a_whole_key(tmp_path: Path):
+    """Any declared class loads: defaults, converters, required keys, sections, named entries,
+    shorthand, cross-key checks and unknown-key hints, each problem with its line."""
+    from dataclasses import dataclass
+
+    from crawler import convert as cv
+    from crawler.configfile import REQUIRED, Problems, derived, entries, load, section, setting
+
+    @dataclass(frozen=True, kw_only=True)
+    class Part:
+        name: str = derived()
+        selector: str = setting(REQUIRED, cv.string, "where")
+        repeat: int = setting(1, cv.positive_int, "how often")
+
+    @dataclass(frozen=True, kw_only=True)
+    class Inner:
+        wait: float = setting(2.0, cv.duration, "a wait")
+
+    @dataclass(frozen=True, kw_only=True)
+    class Outer:
+        size: int = setting(REQUIRED, cv.size, "a size")
+        inner: Inner = section(Inner, "nested")
+        parts: tuple[Part, ...] = entries(Part, "named parts", by_name="name", shorthand="selector")
+
+        def check(self):
+            if self.size < 10:
+                yield "size", "must be at least 10 bytes"
+
+    problems = Problems("f.yaml")
+    data = problems.parse_yaml(
+        "size: 1KiB\ninner: {wait: 500ms}\nparts:\n  a: x\n  b: {selector: y, repeat: 3}\n"
+    )
+    got = load(Outer, problems, data, "", 1)
+    assert not problems.found
+    assert got == Outer(
+        size=1024,
+        inner=Inner(wait=0.5),
+        parts=(Part(name="a", selector="x"), Part(name="b", selector="y", repeat=3)),
+    )
+
+    problems = Problems("f.yaml")
+    data = problems.parse_yaml("size: 5\ninner:\n  wiat: 1s\nparts:\n  a: {repeat: 0}\n")
+    assert load(Outer, problems, data, "", 1) is None
+    assert [str(p) for p in problems.found] == [
+        "f.yaml:3: inner.wiat: unknown key (did you mean 'wait'?)",
+        "f.yaml:5: parts.a.selector: is required",
+        "f.yaml:5: parts.a.repeat: must be greater than zero",
+    ]
+
+    problems = Problems("f.yaml")
+    assert load(Outer, problems, problems.parse_yaml("size: 5\n"), "", 1) is None
+    assert [str(p) for p in problems.found] == ["f.yaml:1: size: must be at least 10 bytes"]
