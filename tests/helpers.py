@@ -14,7 +14,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -33,6 +36,61 @@ def require(name: str) -> str:
             "prometheus-alertmanager, prometheus-node-exporter, shellcheck)"
         )
     return path
+
+
+def shared_tool(name: str) -> str:
+    """A real binary that CI and development machines keep beside the repository (Loki, Promtail).
+
+    Looked up in `$PI_CRAWLER_TOOLS` (a folder holding it), else by running the `unpack` script of
+    the `shared/tools` folder next to the repository's root, which prints the folder it unpacked
+    into. A user's clone has neither: the test is skipped with the reason, loudly; on CI
+    (`CI=true`) a missing binary fails the test instead.
+    """
+    reason = f"no {name}: set PI_CRAWLER_TOOLS to a folder holding it"
+    if os.environ.get("PI_CRAWLER_TOOLS"):
+        exe = Path(os.environ["PI_CRAWLER_TOOLS"]) / name
+        if exe.is_file() and os.access(exe, os.X_OK):
+            return str(exe)
+    for checkout in _checkouts():
+        unpack = checkout.parent / "shared" / "tools" / "unpack"
+        if unpack.is_file():
+            exe = _unpacked(unpack) / name
+            if exe.is_file() and os.access(exe, os.X_OK):
+                return str(exe)
+            break
+    else:
+        reason += f", or keep the shared tools at {ROOT.parent / 'shared' / 'tools'}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the tools must be there)")
+    pytest.skip(f"SKIPPED LOUDLY: {reason} (they exist on CI and development machines)")
+
+
+_UNPACKED: dict[Path, Path] = {}
+
+
+def _checkouts() -> list[Path]:
+    """This checkout, and the main one when this is a `git worktree` elsewhere."""
+    found = [ROOT]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        common = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        if common:
+            found.append(Path(common).parent)
+    return found
+
+
+def _unpacked(script: Path) -> Path:
+    """The folder `unpack` prints (it decompresses and checks the binaries once, then caches)."""
+    if script not in _UNPACKED:
+        proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise AssertionError(f"{script} failed:\n{proc.stdout}{proc.stderr}")
+        _UNPACKED[script] = Path(proc.stdout.strip().splitlines()[-1])
+    return _UNPACKED[script]
 
 
 def wait_for(

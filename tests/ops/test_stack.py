@@ -596,25 +596,6 @@ def test_pi_node_exporter_reads_the_throttling_textfile() -> None:
     assert "--collector.textfile.directory=/textfile" in node["command"]
 
 
-def test_alloy_config_is_the_same_pipeline() -> None:
-    text = (ROOT / "alloy" / "config.alloy").read_text(encoding="utf-8")
-    code = re.sub(r"//[^\n]*", "", text)
-    assert code.count("{") == code.count("}")
-    defined = set(re.findall(r"^([a-z_.]+) \"([a-z_]+)\" \{", code, re.M))
-    referenced = set(
-        re.findall(
-            r"\b((?:loki|discovery)\.[a-z_.]+?)\.([a-z_]+)\.(?:receiver|rules|targets|output)\b",
-            code,
-        )
-    )
-    assert referenced <= defined, f"undefined components: {referenced - defined}"
-    targets = set(re.findall(r'target_label\s*=\s*"([^"]+)"', code))
-    static = set(re.findall(r"labels\s*=\s*\{(\w+)\s*=", code))
-    staged = set(re.findall(r"(\w+)\s*=\s*\"\"", code))
-    assert targets | static | staged <= LOKI_LABELS
-    assert "_SYSTEMD_UNIT=crawler.service" in code and "loki.source.docker" in code
-
-
 # ----------------------------------------------------------------- Dockerfile
 
 
