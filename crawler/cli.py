@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.config}: ok ({len(config.sources)} sources, storage {config.storage.backend})"
         )
         return 0
-    setup_logging(config.log_level, config.instance)
+    setup_logging(config.log_level, config.instance, fmt=config.log_format)
     try:
         if args.command == "run":
             return _run(config)

@@ -32,6 +32,7 @@ from crawler.configfile import (
     setting,
 )
 from crawler.errors import ConfigError
+from crawler.logs import FORMATS as LOG_FORMATS
 from crawler.selectors import check_selector
 
 # Re-exported: tests and tools convert values the way the loader does.
@@ -315,6 +316,13 @@ class Config:
         "INFO",
         cv.choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
         "`DEBUG` adds a line per page and per committed batch (with keys)",
+    )
+    log_format: str = setting(
+        "auto",
+        cv.choice(*LOG_FORMATS),
+        "`console` (short aligned lines, coloured on a colour terminal unless `NO_COLOR`), "
+        "`json` (one object per line: what journald, Docker and Promtail want) or `auto`: "
+        "console when stdout is a terminal, JSON otherwise",
     )
     state_dir: Path = setting(
         Path("var"),

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,20 @@ def test_exceptions_keep_their_traceback_in_console_lines() -> None:
 
 def test_a_stringio_is_not_a_terminal() -> None:
     assert resolve_format("auto", io.StringIO()) == "json"
+
+
+def test_log_format_is_a_checked_config_key(tmp_path: Path) -> None:
+    from crawler.config import load_config
+    from crawler.errors import ConfigError
+
+    base = "sources: [{name: s, every: 1h, url: 'http://127.0.0.1:1/', fields: {t: title}}]\n"
+    (tmp_path / "ok.yaml").write_text("log_format: console\n" + base)
+    assert load_config(tmp_path / "ok.yaml").log_format == "console"
+    (tmp_path / "default.yaml").write_text(base)
+    assert load_config(tmp_path / "default.yaml").log_format == "auto"
+    (tmp_path / "bad.yaml").write_text("log_format: pretty\n" + base)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "bad.yaml")
+    assert [str(p) for p in err.value.problems] == [
+        f"{tmp_path / 'bad.yaml'}:1: log_format: must be auto, json or console"
+    ]
