@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from crawler.config import FieldSpec, SourceConfig
+from crawler.config import SourceConfig
 from crawler.errors import ErrorKind, FetchError
+from crawler.fields import FieldSet, FieldTally, PageData, source_timezone
 from crawler.selectors import xpath_of
 from crawler.storable import storable_record
 
@@ -64,14 +65,8 @@ def dumps(value: Any, sort_keys: bool = False) -> str:
     return _ENCODE_SORTED(value) if sort_keys else _ENCODE(value)
 
 
-def _text_of(node: Any) -> str:
-    if isinstance(node, str):
-        return node
-    return "".join(node.itertext())
-
-
 _Parse = Callable[[bytes, "str | None"], Any]
-_Rows = Callable[[Any], "list[dict[str, Any]]"]
+_Rows = Callable[[Any, PageData, FieldTally], "list[dict[str, Any]]"]
 
 
 class Extractor:
@@ -86,6 +81,8 @@ class Extractor:
         self.parser = parser or source.parser
         self._parse: _Parse
         self._rows: _Rows
+        # Compiled once per source: selectors, regexes, converters, the time zone.
+        self.fields = FieldSet(source.fields, self.parser, source_timezone(source))
         if self.parser == "json":
             self._parse, self._rows = self._compile_json(source)
         elif self.parser == "feed":
@@ -93,17 +90,25 @@ class Extractor:
         else:
             self._parse, self._rows = self._compile_html(source)
 
-    def extract(self, body: bytes, charset: str | None = None) -> list[Record]:
+    def extract(
+        self,
+        body: bytes,
+        charset: str | None = None,
+        url: str = "",
+        tally: FieldTally | None = None,
+    ) -> list[Record]:
         """Records found in `body`; raise FetchError(PARSE) when it cannot be parsed at all."""
-        return self.records(self.parse(body, charset))
+        return self.records(self.parse(body, charset), url, tally)
 
     def parse(self, body: bytes, charset: str | None = None) -> Any:
         """The parsed document; raise FetchError(PARSE) when it cannot be parsed at all."""
         return _guarded(self._parse, body, charset)
 
-    def records(self, doc: Any) -> list[Record]:
-        """The records of a parsed document."""
-        rows = _guarded(self._rows, doc)
+    def records(self, doc: Any, url: str = "", tally: FieldTally | None = None) -> list[Record]:
+        """The records of a parsed document fetched from `url` (relative links are joined with
+        it); missing and invalid fields and dropped records are counted in `tally`."""
+        page = PageData(url, doc)
+        rows = _guarded(self._rows, doc, page, tally if tally is not None else FieldTally())
         name, key_fields = self.source.name, self.source.key
         records = []
         for row in rows:
@@ -117,9 +122,7 @@ class Extractor:
         from lxml import etree, html
 
         items = etree.XPath(xpath_of(source.items), smart_strings=False) if source.items else None
-        fields = [
-            (f, etree.XPath(xpath_of(f.selector), smart_strings=False)) for f in source.fields
-        ]
+        fields = self.fields
         parsers: dict[str | None, Any] = {}
 
         def parser_for(charset: str | None) -> Any:
@@ -141,11 +144,11 @@ class Extractor:
                 raise FetchError(ErrorKind.PARSE, "empty HTML document")
             return root
 
-        def rows(root: Any) -> list[dict[str, Any]]:
+        def rows(root: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
             nodes = items(root) if items is not None else [root]
             out = []
             for node in nodes:
-                rec = _fields_of(node, fields)
+                rec = fields.record(node, page, tally)
                 if rec is not None:
                     out.append(rec)
             return out
@@ -158,7 +161,7 @@ class Extractor:
         import jmespath
 
         items = jmespath.compile(source.items) if source.items else None
-        fields = [(f.name, jmespath.compile(f.selector)) for f in source.fields]
+        fields = self.fields
 
         def parse(body: bytes, charset: str | None) -> Any:
             try:
@@ -166,7 +169,7 @@ class Extractor:
             except (ValueError, LookupError) as exc:
                 raise FetchError(ErrorKind.PARSE, f"invalid JSON: {exc}") from exc
 
-        def rows(doc: Any) -> list[dict[str, Any]]:
+        def rows(doc: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
             nodes = items.search(doc) if items is not None else [doc]
             if nodes is None:
                 return []
@@ -174,8 +177,8 @@ class Extractor:
                 nodes = [nodes]
             out = []
             for node in nodes:
-                rec = {name: expr.search(node) for name, expr in fields}
-                if any(v is not None for v in rec.values()):
+                rec = fields.record(node, page, tally)
+                if rec is not None:
                     out.append(rec)
             return out
 
@@ -192,7 +195,9 @@ class Extractor:
         def parse(body: bytes, charset: str | None) -> Any:
             return parse_feed(body)
 
-        def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def rows(
+            entries: list[dict[str, Any]], page: PageData, tally: FieldTally
+        ) -> list[dict[str, Any]]:
             if not renames:
                 return entries
             return [{name: e.get(key) for name, key in renames} for e in entries]
@@ -209,20 +214,3 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
         # A hostile page (absurd nesting, odd encodings, JMESPath on odd types) costs one
         # failed fetch, never the run.
         raise FetchError(ErrorKind.PARSE, f"extraction failed: {exc!r}") from exc
-
-
-def _fields_of(node: Any, fields: list[tuple[FieldSpec, Any]]) -> dict[str, Any] | None:
-    rec: dict[str, Any] = {}
-    found = False
-    for spec, xp in fields:
-        result = xp(node)
-        if not isinstance(result, list):  # string(), count() and friends return scalars
-            value: Any = result
-        elif spec.all:
-            value = [_text_of(r) for r in result]
-        else:
-            value = _text_of(result[0]) if result else None
-        if value:
-            found = True
-        rec[spec.name] = value
-    return rec if found else None

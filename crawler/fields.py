@@ -20,6 +20,7 @@ run's `FieldTally`), never an exception: one odd price must not cost the page's 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import Counter
@@ -27,9 +28,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from crawler.metrics import Metrics
+
+log = logging.getLogger("crawler.fields")
 
 TYPES = ("str", "int", "float", "decimal", "bool", "datetime", "url")
 
@@ -134,11 +140,23 @@ class FieldTally:
     first_drop: dict[str, str] = field(default_factory=dict)  # field → example URL
     reported: set[str] = field(default_factory=set)  # fields already logged this run
 
-    def take(self) -> tuple[Counter[str], Counter[str], int]:
-        """The counts since the last call (and reset them)."""
-        out = (self.missing, self.invalid, self.dropped)
+    def flush(self, metrics: Metrics, source: str) -> None:
+        """Add the counts since the last flush to the metrics; log each required field's first
+        drop of the run (WARNING, with an example URL)."""
+        for name, n in self.missing.items():
+            metrics.fields_missing.labels(source, name).inc(n)
+        for name, n in self.invalid.items():
+            metrics.fields_invalid.labels(source, name).inc(n)
+        if self.dropped:
+            metrics.records_dropped.labels(source, "missing_required").inc(self.dropped)
+        for name, url in self.first_drop.items():
+            if name not in self.reported:
+                self.reported.add(name)
+                log.warning(
+                    "record dropped: a required field is missing (logged once per run and field)",
+                    extra={"source": source, "field": name, "url": url},
+                )
         self.missing, self.invalid, self.dropped = Counter(), Counter(), 0
-        return out
 
 
 # --------------------------------------------------------------------------- type converters
@@ -503,13 +521,26 @@ def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], A
     return from_html
 
 
+def _spec(spec: Any) -> FieldSpec:
+    # A field declared before the configuration knew the pipeline's keys (name, selector, all).
+    if isinstance(spec, FieldSpec):
+        return spec
+    return FieldSpec(name=spec.name, selector=spec.selector, all=spec.all)
+
+
+def source_timezone(source: Any) -> str:
+    """The source's `timezone` (naive times in its pages are in it); UTC by default."""
+    return str(getattr(source, "timezone", None) or "UTC")
+
+
 class FieldSet:
     """A source's fields, compiled once: `record(node, page, tally)` gives one record or None."""
 
-    def __init__(self, specs: Iterable[FieldSpec], parser: str, tz_name: str = "UTC") -> None:
+    def __init__(self, specs: Iterable[Any], parser: str, tz_name: str = "UTC") -> None:
         tz = ZoneInfo(tz_name) if tz_name != "UTC" else timezone.utc
-        self.fields = [CompiledField(s, parser, tz) for s in specs]
+        self.fields = [CompiledField(_spec(s), parser, tz) for s in specs]
         self.required = [f.name for f in self.fields if f.required]
+        self.names = [f.name for f in self.fields]
 
     def record(self, node: Any, page: PageData, tally: FieldTally) -> dict[str, Any] | None:
         """The record of `node`; None when nothing matched at all (not a record) or when a

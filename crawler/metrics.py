@@ -8,7 +8,7 @@ Labels are bounded by the configuration: source names, hosts named in configured
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -136,6 +136,26 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.records_dropped = Counter(
+            "crawler_records_dropped",
+            "Records dropped before the store, by reason (missing_required: a required field"
+            " was missing).",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.fields_missing = Counter(
+            "crawler_fields_missing",
+            "Fields of stored records that had no value (nothing matched, or it did not"
+            " convert), counted before `default`.",
+            ["source", "field"],
+            registry=r,
+        )
+        self.fields_invalid = Counter(
+            "crawler_fields_invalid",
+            "Field values that did not convert to the field's type.",
+            ["source", "field"],
+            registry=r,
+        )
         self.source_runs = Counter(
             "crawler_source_runs", "Source runs finished.", ["source", "outcome"], registry=r
         )
@@ -214,6 +234,13 @@ class Metrics:
         )
         self.pull = _PullGauges()
         r.register(self.pull)
+
+    def init_fields(self, source: str, fields: Iterable[str], required: bool) -> None:
+        """Create a source's field series at 0: the missing-field alert divides their rates."""
+        for name in fields:
+            self.fields_missing.labels(source, name)
+        if required:
+            self.records_dropped.labels(source, "missing_required")
 
     def init_source(self, source: str, hosts: frozenset[str], backend: str) -> None:
         """Create every labelled series of a source at 0, so rates and alerts see it at once."""

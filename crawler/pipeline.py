@@ -21,6 +21,7 @@ from crawler.config import Config, SourceConfig
 from crawler.errors import CrawlerError, ErrorKind, FetchError
 from crawler.extract import Extractor, Record
 from crawler.fetch import Fetcher
+from crawler.fields import FieldTally
 from crawler.metrics import Metrics
 from crawler.sink import Sink
 from crawler.storable import clean_text
@@ -44,6 +45,7 @@ class RunResult:
     errors: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     finished_at: float = 0.0
+    fields: FieldTally = field(default_factory=FieldTally)  # missing fields, dropped records
 
     @property
     def ok(self) -> bool:
@@ -90,6 +92,8 @@ class Pipeline:
         self.stopping = False  # set on shutdown: runs take no new URLs
         for s in config.sources:
             metrics.init_source(s.name, s.hosts, sink.backend)
+            fs = self.extractors[s.name].fields
+            metrics.init_fields(s.name, fs.names, bool(fs.required))
 
     async def run_source(self, source: SourceConfig) -> RunResult:
         m = self.metrics
@@ -170,7 +174,8 @@ class Pipeline:
                 m.not_modified.labels(source.name).inc()
                 self.fetcher.commit(source, url, page)
                 return
-            records = extractor.extract(page.body, page.charset)
+            records = extractor.extract(page.body, page.charset, url, result.fields)
+            result.fields.flush(m, source.name)
         except FetchError as exc:
             result.failed_pages += 1
             result.errors[exc.kind.value] = result.errors.get(exc.kind.value, 0) + 1
