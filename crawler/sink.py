@@ -26,6 +26,7 @@ from crawler.backoff import Backoff
 from crawler.config import Config
 from crawler.errors import ErrorKind, SpoolFull, StoreError, StoreUnavailable
 from crawler.extract import Record
+from crawler.history import history_sources
 from crawler.metrics import Metrics
 from crawler.spool import Spool
 from crawler.store import JobRow, PostgresStore, Store, make_store
@@ -38,7 +39,11 @@ class Sink:
 
     def __init__(self, config: Config, metrics: Metrics, store: Store | None = None) -> None:
         self.config, self.metrics = config, metrics
-        self.store = store if store is not None else make_store(config.storage)
+        self.store = (
+            store
+            if store is not None
+            else make_store(config.storage, history_sources(config.sources))
+        )
         self.backend = self.store.backend
         self.spool: Spool | None = None
         if isinstance(self.store, PostgresStore):

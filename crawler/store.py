@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from crawler import history
 from crawler.config import StorageConfig
 from crawler.errors import StoreError, StoreUnavailable
 from crawler.extract import Record, dumps
@@ -76,6 +77,8 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX crawler_jobs_finished ON crawler_jobs (finished_at);
     """,
+    # 4: every changed version of the records of `history: true` sources
+    history.PG_MIGRATION,
 )
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -103,6 +106,7 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX crawler_jobs_source_started ON crawler_jobs (source, started_at);
     """,
+    history.SQLITE_MIGRATION,
 )
 
 
@@ -187,8 +191,9 @@ class SqliteStore:
 
     backend = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, history: frozenset[str] = frozenset()) -> None:
         self.path = path
+        self.history = history  # sources whose changed records are kept as versions
         self._conn: sqlite3.Connection | None = None
         self._worker = SqliteWorker("sqlite-store")
 
@@ -221,6 +226,9 @@ class SqliteStore:
         conn = self.conn
         conn.execute("BEGIN")
         try:
+            versioned = [row for row in rows if row[0] in self.history] if self.history else []
+            if versioned:
+                history.sqlite_insert(conn, versioned)
             conn.executemany(
                 "INSERT INTO scraped_data (source, key, data, first_seen, last_seen)"
                 " VALUES (?, ?, ?, ?, ?)"
@@ -290,8 +298,9 @@ class PostgresStore:
 
     backend = "postgres"
 
-    def __init__(self, config: StorageConfig) -> None:
+    def __init__(self, config: StorageConfig, history: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.history = history  # sources whose changed records are kept as versions
         self._conn: Any = None  # psycopg.AsyncConnection, imported lazily (RSS on the Pi)
         self._lock = asyncio.Lock()
 
@@ -407,12 +416,14 @@ class PostgresStore:
             except Exception:  # already broken; closing is best effort
                 log.debug("closing a broken connection failed", exc_info=True)
 
-    @staticmethod
-    async def _write_records(conn: Any, records: Sequence[Record]) -> None:
+    async def _write_records(self, conn: Any, records: Sequence[Record]) -> None:
         async with conn.cursor() as cur:
             async with cur.copy("COPY crawler_stage (ord, source, key, data) FROM STDIN") as copy:
                 for i, r in enumerate(records):
                     await copy.write_row((i, r.source, r.key, dumps(r.data)))
+            versioned = history.wanted(self.history, {r.source for r in records})
+            if versioned:
+                await cur.execute(history.PG_INSERT, (versioned,))
             await cur.execute(_PG_UPSERT)
 
     async def write(self, records: Sequence[Record]) -> None:
@@ -455,8 +466,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def make_store(config: StorageConfig) -> Store:
+def make_store(config: StorageConfig, history: frozenset[str] = frozenset()) -> Store:
+    """The configured store; `history` names the sources whose changed records are versioned."""
     if config.dsn:
-        return PostgresStore(config)
+        return PostgresStore(config, history)
     assert config.sqlite_path is not None
-    return SqliteStore(config.sqlite_path)
+    return SqliteStore(config.sqlite_path, history)
