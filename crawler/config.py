@@ -32,23 +32,18 @@ from crawler.configfile import (
     setting,
 )
 from crawler.errors import ConfigError
+from crawler.fields import FieldSpec, field_problems
 from crawler.logs import FORMATS as LOG_FORMATS
+from crawler.request import RequestConfig, proxy_url
 from crawler.selectors import check_selector
+
+__all__ = ["Config", "FieldSpec", "SourceConfig", "load_config"]
 
 # Re-exported: tests and tools convert values the way the loader does.
 duration, size, expand_urls = cv.duration, cv.size, cv.expand_urls
 
 
 # --------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True, kw_only=True)
-class FieldSpec:
-    """One output field of a record: where to find it, and whether to take every match."""
-
-    name: str = derived()
-    selector: str = setting(REQUIRED, cv.string, "CSS/XPath (html) or JMESPath (json) selector")
-    all: bool = setting(False, cv.boolean, "every match as a list, not only the first")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +81,7 @@ class SourceConfig:
     )
     fields: tuple[FieldSpec, ...] = entries(
         FieldSpec,
-        "`name: selector`, or `name: {selector: …, all: true}` for every match as a list",
+        "`name: selector`, or `name: {selector: …, type: …, …}`: the field pipeline below",
         by_name="name",
         shorthand="selector",
         required=True,
@@ -98,6 +93,28 @@ class SourceConfig:
         shown="hash of the record",
     )
     robots: bool = setting(True, cv.boolean, "`false` skips robots.txt for this source")
+    request: RequestConfig | None = section(
+        RequestConfig,
+        "how the URLs are requested: method, body, headers, auth, proxy (below)",
+        optional=True,
+    )
+    user_agent: str | None = setting(
+        None,
+        cv.string,
+        "this source's `User-Agent` (and the name matched in robots.txt)",
+        shown="the top-level `user_agent`",
+    )
+    timezone: str = setting(
+        "UTC",
+        cv.timezone,
+        "IANA zone (`Europe/Paris`) of naive times in the source's pages, for `type: datetime`",
+    )
+    history: bool = setting(
+        False,
+        cv.boolean,
+        "keep every changed version of a record in `scraped_data_history` (source, key, data, "
+        "seen_at), written in the upsert's transaction; unchanged re-crawls add nothing",
+    )
     enabled: bool = setting(
         True, cv.boolean, "`false` keeps the source configured but never scheduled"
     )
@@ -117,8 +134,9 @@ class SourceConfig:
         if self.items is not None and (error := check_selector(self.parser, self.items)):
             yield "items", error
         for f in self.fields:
-            if error := check_selector(self.parser, f.selector):
-                yield f"fields.{f.name}", error
+            for key, error in field_problems(f, self.parser):
+                # `name: SELECTOR` is the common form: its problem is the field's own.
+                yield (f"fields.{f.name}" if key == "selector" else f"fields.{f.name}.{key}"), error
         names = {f.name for f in self.fields}
         for k in self.key:
             if k not in names:
@@ -265,6 +283,13 @@ class FetchConfig:
         "send `If-None-Match`/`If-Modified-Since`; a 304 or an unchanged body skips "
         "extraction (ETag, Last-Modified and a 16-byte body hash per URL in "
         "`<state_dir>/http_state.sqlite`, recorded once the page's records are committed)",
+    )
+    proxy: str | None = setting(
+        None,
+        proxy_url,
+        "an HTTP(S) proxy for every request (`http://user:pass@proxy:3128`; the password is "
+        "redacted from logs); a source's `request.proxy` wins; without either the standard "
+        "`HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables apply",
     )
     retry: RetryConfig = section(RetryConfig, "retries of transient failures")
     circuit: CircuitConfig = section(CircuitConfig, "the per-host circuit breaker")

@@ -167,6 +167,18 @@ def path(value: Any) -> Path:
     return BASE_DIR.get() / string(value)
 
 
+def timezone(value: Any) -> str:
+    """An IANA time zone name (`Europe/Paris`, `UTC`)."""
+    text = string(value)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{text!r} is not a time zone (use e.g. UTC or Europe/Paris)") from None
+    return text
+
+
 def source_name(value: Any) -> str:
     text = string(value)
     if not SOURCE_NAME.match(text):

@@ -190,7 +190,7 @@ class Extractor:
         from crawler.feed import parse_feed
 
         # `fields` of a feed select entry keys and rename them: {headline: title}.
-        renames = [(f.name, f.selector) for f in source.fields]
+        renames = [(f.name, f.selector or f.path or f.name) for f in source.fields]
 
         def parse(body: bytes, charset: str | None) -> Any:
             return parse_feed(body)

@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
+from crawler import convert as cv
+from crawler.configfile import derived, setting
+
 if TYPE_CHECKING:
     from crawler.metrics import Metrics
 
@@ -51,21 +54,76 @@ class Invalid(ValueError):
     """Raised inside this module when a value does not convert (never leaves it)."""
 
 
+def _regex_text(value: Any) -> str:
+    return cv.regex(value).pattern
+
+
+def _default_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        raise ValueError("must be a value (a string, number, boolean or list), not a mapping")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
     """One output field of a record: where its value is, and how it is cleaned and typed."""
 
-    name: str = ""
-    selector: str | None = None
-    path: str | None = None
-    json_ld: str | None = None
-    embedded_json: str | None = None
-    all: bool = False
-    strip: bool = True
-    regex: str | None = None
-    type: str | None = None
-    default: Any = None
-    required: bool = False
+    name: str = derived()
+    selector: str | None = setting(
+        None,
+        cv.string,
+        "CSS (`h1::text`, `a::attr(href)`) or XPath with `xpath:` in html sources; JMESPath in "
+        "json sources. `name: SELECTOR` is short for `name: {selector: SELECTOR}`",
+        shown="one of the four selects",
+    )
+    path: str | None = setting(
+        None,
+        cv.string,
+        "JMESPath: in a json source the same as `selector`; with `embedded_json`, the path "
+        "inside that JSON",
+    )
+    json_ld: str | None = setting(
+        None,
+        cv.string,
+        "JMESPath into the page's schema.org JSON-LD objects (`offers.price`); the first object "
+        "where it finds a value wins (html)",
+    )
+    embedded_json: str | None = setting(
+        None,
+        cv.string,
+        "CSS selector of a `<script>` holding JSON, e.g. `script#__NEXT_DATA__`; parsed once "
+        "per page, `path` selects inside it (html)",
+    )
+    all: bool = setting(False, cv.boolean, "every match as a list, not only the first")
+    strip: bool = setting(
+        True,
+        cv.boolean,
+        "collapse runs of whitespace and trim html text (markup indentation is never data); "
+        "`false` keeps it as written",
+    )
+    regex: str | None = setting(
+        None,
+        _regex_text,
+        "applied to the text: the first group if it has one, else the whole match; no match → "
+        "missing",
+    )
+    type: str | None = setting(
+        None,
+        cv.choice(*TYPES),
+        '`str`, `int`, `float`, `decimal` ("1.234,56" and "1,234.56", stored as a JSON '
+        "number), `bool`, `datetime` (ISO 8601 in UTC), `url` (absolute); a value that does not "
+        "convert is missing and counted in `crawler_fields_invalid_total`",
+        shown="as found",
+    )
+    default: Any = setting(
+        None, _default_value, "the value when the field is missing (after every other step)"
+    )
+    required: bool = setting(
+        False,
+        cv.boolean,
+        "a record without this field is dropped: logged once per run, counted in "
+        '`crawler_records_dropped_total{reason="missing_required"}`',
+    )
 
     def check(self) -> Iterable[tuple[str, str]]:
         """Cross-key problems as (relative key, message); parser-specific ones in
@@ -81,7 +139,7 @@ class FieldSpec:
             yield "selector", "a field needs selector, path, json_ld or embedded_json"
         if self.json_ld is not None and self.path is not None:
             yield "path", "json_ld is already a JMESPath: put the whole path there"
-        if self.type is not None and self.type not in TYPES:
+        if self.type is not None and self.type not in TYPES:  # built in code, not read
             yield "type", f"must be one of {', '.join(TYPES)}"
         if self.required and self.default is not None:
             yield "default", "a required field has no default (drop one of the two)"

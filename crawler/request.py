@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from crawler import convert as cv
+from crawler.configfile import section, setting
 from crawler.errors import SecretUnavailable
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -89,11 +91,21 @@ def proxy_url(value: Any) -> str:
 class AuthConfig:
     """Credentials sent with every request of the source: a bearer token or HTTP Basic."""
 
-    bearer_env: str | None = None
-    bearer_file: Path | None = None
-    basic_user: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
+    bearer_env: str | None = setting(
+        None, cv.string, "environment variable holding a bearer token (`Authorization: Bearer …`)"
+    )
+    bearer_file: Path | None = setting(
+        None, cv.path, "file holding a bearer token, re-read every run (a rotating token)"
+    )
+    basic_user: str | None = setting(
+        None, cv.string, "HTTP Basic user name, with `password_env` or `password_file`"
+    )
+    password_env: str | None = setting(
+        None, cv.string, "environment variable holding the Basic password"
+    )
+    password_file: Path | None = setting(
+        None, cv.path, "file holding the Basic password, re-read every run"
+    )
 
     def check(self) -> Iterable[tuple[str, str]]:
         bearer = [k for k in ("bearer_env", "bearer_file") if getattr(self, k) is not None]
@@ -117,14 +129,37 @@ class AuthConfig:
 class RequestConfig:
     """How a source's URLs are requested (all optional: a plain GET by default)."""
 
-    method: str = "GET"
-    json: str | None = None  # the compact JSON text
-    form: tuple[tuple[str, str], ...] | None = None
-    body: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    headers_file: Path | None = None
-    auth: AuthConfig | None = None
-    proxy: str | None = None
+    method: str = setting(
+        "GET",
+        method,
+        "`GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`; part of the request's identity",
+    )
+    json: str | None = setting(
+        None,
+        json_value,
+        "a JSON body (any YAML value), sent with `Content-Type: application/json`",
+    )
+    form: tuple[tuple[str, str], ...] | None = setting(
+        None, form_map, "a form body (a mapping), sent URL-encoded"
+    )
+    body: str | None = setting(None, cv.string, "a raw body, sent as written (UTF-8)")
+    headers: tuple[tuple[str, str], ...] = setting(
+        (),
+        header_map,
+        "headers sent with every request of the source (not secret: logged in DEBUG)",
+    )
+    headers_file: Path | None = setting(
+        None,
+        cv.path,
+        "a file of `Name: value` lines (`#` comments), re-read at the start of every run "
+        "(expiring cookies, tokens); secret: never logged, sent only to the URL's own origin",
+    )
+    auth: AuthConfig | None = section(
+        AuthConfig, "a bearer token or HTTP Basic credentials (below)", optional=True
+    )
+    proxy: str | None = setting(
+        None, proxy_url, "an HTTP(S) proxy for this source, instead of `fetch.proxy`"
+    )
 
     def check(self) -> Iterable[tuple[str, str]]:
         bodies = [k for k in ("json", "form", "body") if getattr(self, k) is not None]
