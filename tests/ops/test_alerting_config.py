@@ -235,7 +235,7 @@ def _alert(status: str, source: str, summary: str) -> dict[str, Any]:
     return {
         "status": status,
         "labels": {
-            "alertname": "CrawlerSourceErrorRatioHigh",
+            "alertname": "CrawlerSourceErrorBudgetBurn",
             "severity": "warning",
             "job": "crawler",
             "instance": "pi:9410",
@@ -244,7 +244,7 @@ def _alert(status: str, source: str, summary: str) -> dict[str, Any]:
         "annotations": {
             "summary": summary,
             "description": f"description of {source}",
-            "runbook_url": RUNBOOK_BASE + "crawlersourceerrorratiohigh",
+            "runbook_url": RUNBOOK_BASE + "crawlersourceerrorbudgetburn",
         },
         "startsAt": "2026-01-01T10:00:00Z",
         "endsAt": "2026-01-01T10:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
@@ -262,8 +262,8 @@ def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
             _alert("firing", "api", "Source api: 25% fail"),
             _alert("resolved", "books", "Source books: 12% fail"),
         ],
-        "groupLabels": {"alertname": "CrawlerSourceErrorRatioHigh", "job": "crawler"},
-        "commonLabels": {"alertname": "CrawlerSourceErrorRatioHigh", "severity": "warning"},
+        "groupLabels": {"alertname": "CrawlerSourceErrorBudgetBurn", "job": "crawler"},
+        "commonLabels": {"alertname": "CrawlerSourceErrorBudgetBurn", "severity": "warning"},
         "commonAnnotations": {},
         "externalURL": "http://alertmanager:9093",
     }
@@ -280,13 +280,13 @@ def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert out.startswith("[FIRING:2] CrawlerSourceErrorRatioHigh (warning)")
+    assert out.startswith("[FIRING:2] CrawlerSourceErrorBudgetBurn (warning)")
     for summary in ("Source quotes: 40% fail", "Source api: 25% fail"):
         assert f":red_circle: *{summary}*" in out
     assert ":white_check_mark: RESOLVED *Source books: 12% fail*" in out
     for source in ("quotes", "api", "books"):
         assert f"source: `{source}`" in out
         assert f"description of {source}" in out
-    assert out.count(f"<{RUNBOOK_BASE}crawlersourceerrorratiohigh|Runbook>") == 3
+    assert out.count(f"<{RUNBOOK_BASE}crawlersourceerrorbudgetburn|Runbook>") == 3
     for source in ("quotes", "api", "books"):
         assert f"<http://localhost:3000/d/crawler-overview?var-source={source}|Grafana>" in out
