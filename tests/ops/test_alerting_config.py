@@ -36,9 +36,9 @@ ALWAYS_FIRING = {"CrawlerWatchdog"}
 UNLABELLED = {"CrawlerWatchdog", "CrawlerAlertThresholdsMissing"}
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
 
 
@@ -80,11 +80,13 @@ def test_promtool_check_rules() -> None:
     assert proc.stdout.count("SUCCESS") == len(RULES) + len(LOKI_RULES)
 
 
-def test_promtool_test_rules() -> None:
-    assert UNIT_TESTS
-    proc = run(require("promtool"), "test", "rules", *UNIT_TESTS)
+@pytest.mark.parametrize("unit_test", UNIT_TESTS, ids=lambda p: p.name)
+def test_promtool_test_rules(unit_test: Path) -> None:
+    # One file at a time: a failure names its file, and the hours-long sparse-source files
+    # (budget, replay) get a timeout of their own on a loaded machine.
+    proc = run(require("promtool"), "test", "rules", unit_test, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("SUCCESS") == len(UNIT_TESTS)
+    assert proc.stdout.count("SUCCESS") == 1
 
 
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
