@@ -282,8 +282,13 @@ def pg_migrate(dsn: str) -> None:
             conn.execute(sql)
 
 
-def grafana_sql(sql: str, source_values: list[str], now: datetime) -> str:
-    """Grafana's PostgreSQL macros, expanded the way the datasource does."""
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def grafana_sql(sql: str, values: dict[str, list[str]], now: datetime) -> str:
+    """Grafana's PostgreSQL macros and variables, expanded the way the datasource does (a
+    variable's values quoted and comma-separated, as with `${var:sqlstring}`)."""
     start, end = (now - timedelta(days=7)).isoformat(), (now + timedelta(minutes=1)).isoformat()
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 BETWEEN '{start}' AND '{end}'", sql)
     sql = re.sub(
@@ -291,21 +296,26 @@ def grafana_sql(sql: str, source_values: list[str], now: datetime) -> str:
         r'floor(extract(epoch from \1)/60)*60 AS "time"',
         sql,
     )
-    quoted = ",".join("'" + v.replace("'", "''") + "'" for v in source_values) or "NULL"
-    sql = substitute(sql, {"source": quoted})
+    quoted = {k: ",".join(sql_literal(v) for v in vs) or "NULL" for k, vs in values.items()}
+    sql = substitute(sql, quoted)
     assert "$" not in sql, sql
     return sql
 
 
 def run_data_dashboard(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every variable's query (in order, each seeing the ones before), then every panel's."""
     data = dashboards()["data.json"]
-    (var,) = data["templating"]["list"]
     now = datetime.now(timezone.utc)
     results = {}
+    values: dict[str, list[str]] = {}
     with psycopg.connect(dsn) as conn:
-        sources = [r[0] for r in conn.execute(var["query"]).fetchall()]
+        for var in data["templating"]["list"]:
+            found = [r[0] for r in conn.execute(grafana_sql(var["query"], values, now)).fetchall()]
+            # A single-value variable takes its first option, as Grafana does on first load.
+            values[var["name"]] = found if var.get("multi") else found[:1]
+            results[f"variable {var['name']}"] = [(v,) for v in found]
         for title, sql, _ in queries(data, "grafana-postgresql-datasource"):
-            results[title] = conn.execute(grafana_sql(sql, sources, now)).fetchall()
+            results[title] = conn.execute(grafana_sql(sql, values, now)).fetchall()
     return results
 
 
@@ -320,10 +330,24 @@ def test_every_sql_query_runs_on_the_crawler_schema(pg_dsn: str) -> None:
             "INSERT INTO crawler_jobs (source, instance, status, started_at, finished_at, pages,"
             " records, error) VALUES ('a', 'pi', 'failure', now(), now(), 1, 0, 'boom')"
         )
+        # Two versions of one record of a `history: true` source: the price changed.
+        conn.execute(
+            "INSERT INTO scraped_data_history (source, key, data, seen_at) VALUES"
+            " ('a', 'k1', '{\"x\": 1, \"price\": 9.5, \"name\": \"n\"}', now() - interval '1 hour'),"
+            ' (\'a\', \'k1\', \'{"x": 1, "price": 12.25, "name": "n"}\', now())'
+        )
     results = run_data_dashboard(pg_dsn)
     assert len(results) >= 8
     assert results["Latest failures"][0][-1] == "boom"
     assert results["Records in the database"] == [(1,)]
+    # Only numeric fields are offered; the first (price) and the only key are chosen.
+    assert results["variable field"] == [("price",), ("x",)]
+    assert results["variable key"] == [("k1",)]
+    history = results["A field of one record over time (history)"]
+    assert [(metric, float(value)) for _, metric, value in history] == [
+        ("a k1", 9.5),
+        ("a k1", 12.25),
+    ]
 
 
 # ----------------------------------------------------------------- end to end
@@ -420,8 +444,14 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site) -> Iterator[dict[str, Any]]:
                 "urls": [f"{site.base}/api/{{1..2}}"],
                 "parser": "json",
                 "items": "items",
-                "fields": {"text": "text", "author": "author"},
+                "fields": {
+                    "text": "text",
+                    "author": "author",
+                    # A regex and a type: a number for the history panel.
+                    "n": {"path": "text", "regex": "Quote (\\d+)", "type": "int"},
+                },
                 "key": ["text"],
+                "history": True,
             },
             # Answers 404: failed runs for the Data dashboard's failure panels.
             {
