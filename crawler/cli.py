@@ -40,7 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     add("check", "validate the configuration and exit (2 on errors)")
     spool = add("spool", "show the spool's depth and oldest age; --drain moves it to PostgreSQL")
     spool.add_argument("--drain", action="store_true", help="drain the spool now")
+    preview = add("preview", "fetch a source's first page, show its records; store nothing")
+    preview.add_argument("source", help="the source's name")
+    preview.add_argument("--url", help="this page instead of the source's first URL")
+    preview.add_argument(
+        "--limit", type=_positive, default=20, metavar="N", help="records shown (default 20)"
+    )
+    preview.add_argument("--json", action="store_true", help="one JSON object per record")
     return p
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above zero")
+    return int(text)
 
 
 def _load(path: str) -> Config | None:
@@ -62,12 +75,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.config}: ok ({len(config.sources)} sources, storage {config.storage.backend})"
         )
         return 0
-    setup_logging(config.log_level, config.instance, fmt=config.log_format)
+    # Commands whose stdout is their output log to stderr, so a pipe gets only the data.
+    data_out = args.command in ("preview",)
+    setup_logging(
+        config.log_level,
+        config.instance,
+        stream=sys.stderr if data_out else None,
+        fmt=config.log_format,
+    )
     try:
         if args.command == "run":
             return _run(config)
         if args.command == "once":
             return _once(config, args.sources)
+        if args.command == "preview":
+            from crawler.preview import command as preview
+
+            return preview(config, args.source, args.url, args.limit, args.json)
         return _spool(config, args.drain)
     except KeyboardInterrupt:
         return 130

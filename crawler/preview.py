@@ -1,0 +1,195 @@
+"""`crawler preview`: try a source's selectors on one live page without storing anything.
+
+The page is fetched through the same `Fetcher` as a crawl (robots.txt, politeness, retries,
+size caps), so what the preview shows is what a run would get. Nothing is written anywhere:
+conditional GET is off for the preview (no HTTP state file, so no validators are read or
+recorded), there is no sink, spool or lease, and the metrics go to a throwaway registry. The
+state directory is left byte-for-byte as it was.
+
+Output: a table of the records (or one JSON object per line with `--json`), then which fields
+were missing in how many records. Exit status 1 when the page gave no record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crawler.config import Config, SourceConfig
+from crawler.extract import Extractor, Record, dumps
+from crawler.fields import is_missing
+
+MISSING = "—"  # how a missing value shows in the table
+MIN_COLUMN = 6
+
+
+@dataclass
+class Preview:
+    """What one preview saw."""
+
+    source: str
+    url: str
+    status: int = 0
+    size: int = 0
+    duration: float = 0.0
+    records: list[Record] = field(default_factory=list)
+    total: int = 0  # records on the page (`records` holds at most `limit`)
+    missing: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+
+
+def preview_config(config: Config) -> Config:
+    """The configuration a preview fetches with: the same, minus anything that keeps state."""
+    return dataclasses.replace(
+        config, fetch=dataclasses.replace(config.fetch, conditional_get=False)
+    )
+
+
+async def preview(config: Config, source: SourceConfig, url: str | None, limit: int) -> Preview:
+    """Fetch `url` (default: the source's first URL) and extract it; raise FetchError when the
+    page cannot be fetched or parsed."""
+    from prometheus_client import CollectorRegistry
+
+    from crawler.fetch import Fetcher
+    from crawler.metrics import Metrics
+
+    target = url or source.urls[0]
+    result = Preview(source=source.name, url=target)
+    config = preview_config(config)
+    started = time.monotonic()
+    async with Fetcher(config, Metrics(CollectorRegistry())) as fetcher:
+        page = await fetcher.fetch(source, target)
+    result.duration = time.monotonic() - started
+    result.status, result.size = page.status, len(page.body)
+    records = Extractor(source).extract(page.body, page.charset)
+    result.total = len(records)
+    result.records = records[:limit]
+    names = [f.name for f in source.fields]
+    for record in records:
+        for name in names:
+            if is_missing(record.data.get(name)):
+                result.missing[name] += 1
+    return result
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _cell(value: Any) -> str:
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def table(names: list[str], rows: Iterable[dict[str, Any]], width: int) -> list[str]:
+    """Records as an aligned table at most `width` columns wide: the widest columns are cut
+    (with …) until it fits. Too many fields for the width: one block per record instead."""
+    cells = [[_cell(r.get(n)) for n in names] for r in rows]
+    number = len(str(len(cells)))
+    gaps = (number + 2) + 2 * len(names)  # "#  " then two spaces between columns
+    if len(names) * MIN_COLUMN + gaps > width:
+        return _blocks(names, cells, width)
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    while sum(widths) + gaps > width:
+        widest = max(range(len(widths)), key=widths.__getitem__)
+        widths[widest] -= 1
+    out = [
+        " " * number + "  " + "  ".join(_clip(n, w).ljust(w) for n, w in zip(names, widths)),
+        " " * number + "  " + "  ".join("─" * w for w in widths),
+    ]
+    for i, row in enumerate(cells, start=1):
+        line = "  ".join(_clip(c, w).ljust(w) for c, w in zip(row, widths))
+        out.append(f"{i:>{number}}  {line}".rstrip())
+    return out
+
+
+def _blocks(names: list[str], cells: list[list[str]], width: int) -> list[str]:
+    label = max(len(n) for n in names)
+    out: list[str] = []
+    for i, row in enumerate(cells, start=1):
+        out.append(f"record {i}")
+        out += [f"  {n:<{label}}  {_clip(c, width - label - 4)}" for n, c in zip(names, row)]
+    return out
+
+
+def summary(result: Preview, source: SourceConfig) -> list[str]:
+    """The closing lines: where the records came from, and what was missing."""
+    shown = len(result.records)
+    more = f" (showing {shown})" if shown < result.total else ""
+    lines = [
+        f"{result.total} records{more} from {result.url} "
+        f"(HTTP {result.status}, {result.size:,} bytes, {result.duration * 1000:.0f} ms)"
+    ]
+    if result.total:
+        counts = [(f.name, result.missing[f.name]) for f in source.fields]
+        missing = [f"{n} in {c} of {result.total} records" for n, c in counts if c]
+        lines.append("missing fields: " + ("; ".join(missing) if missing else "none"))
+    if result.invalid:
+        lines.append(
+            "did not convert: " + "; ".join(f"{n}: {c} values" for n, c in result.invalid.items())
+        )
+    return lines
+
+
+def json_lines(result: Preview) -> list[str]:
+    """One JSON object per record, as it would be stored: key and data."""
+    return [json.dumps({"key": r.key, "data": r.data}, ensure_ascii=False) for r in result.records]
+
+
+def terminal_width() -> int:
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def command(config: Config, name: str, url: str | None, limit: int, as_json: bool) -> int:
+    """`crawler preview`: exit 0 with records, 1 without (or when the page failed), 2 for a
+    source or URL the configuration does not allow."""
+    import asyncio
+    import sys
+    from urllib.parse import urlsplit
+
+    from crawler.errors import FetchError
+
+    try:
+        source = config.source(name)
+    except KeyError:
+        known = ", ".join(s.name for s in config.sources)
+        print(f"crawler: unknown source {name!r} (configured: {known})", file=sys.stderr)
+        return 2
+    if url is not None and (
+        urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc
+    ):
+        print(f"crawler: --url {url!r} is not an http(s) URL", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(preview(config, source, url, limit))
+    except FetchError as exc:
+        print(f"crawler: {url or source.urls[0]}: {exc}", file=sys.stderr)
+        return 1
+    names = [f.name for f in source.fields]
+    if as_json:
+        for line in json_lines(result):
+            print(line)
+        for line in summary(result, source):
+            print(line, file=sys.stderr)
+    else:
+        if result.records:
+            for line in table(names, (r.data for r in result.records), terminal_width()):
+                print(line)
+            print()
+        for line in summary(result, source):
+            print(line)
+    return 0 if result.total else 1
