@@ -184,6 +184,9 @@ def field_problems(spec: FieldSpec, parser: str) -> Iterable[tuple[str, str]]:
 # --------------------------------------------------------------------------- per-run tally
 
 
+INVALID_EXAMPLES = 3
+
+
 @dataclass
 class FieldTally:
     """What the pipeline saw in one run: missing and invalid fields, dropped records.
@@ -197,6 +200,16 @@ class FieldTally:
     dropped: int = 0
     first_drop: dict[str, str] = field(default_factory=dict)  # field → example URL
     reported: set[str] = field(default_factory=set)  # fields already logged this run
+    # A few of the values that did not convert, per field (`crawler preview` shows them).
+    invalid_examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def invalid_value(self, name: str, value: Any) -> None:
+        """Count a value of field `name` that did not convert; keep the first few, clipped."""
+        self.invalid[name] += 1
+        examples = self.invalid_examples.setdefault(name, [])
+        if len(examples) < INVALID_EXAMPLES:
+            text = repr(value)
+            examples.append(text if len(text) <= 60 else text[:59] + "…")
 
     def flush(self, metrics: Metrics, source: str) -> None:
         """Add the counts since the last flush to the metrics; log each required field's first
@@ -487,7 +500,7 @@ class CompiledField:
                 try:
                     v = self._one(v, page)
                 except Invalid:
-                    tally.invalid[self.name] += 1
+                    tally.invalid_value(self.name, v)
                     continue
                 if not is_missing(v):
                     out.append(v)
@@ -496,7 +509,7 @@ class CompiledField:
         try:
             value = self._one(raw, page)
         except Invalid:
-            tally.invalid[self.name] += 1
+            tally.invalid_value(self.name, raw)
             value = None
         missing = is_missing(value)
         if missing:

@@ -16,14 +16,13 @@ import dataclasses
 import json
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.config import Config, SourceConfig
 from crawler.extract import Extractor, Record, dumps
-from crawler.fields import is_missing
+from crawler.fields import FieldTally, is_missing
 
 MISSING = "—"  # how a missing value shows in the table
 MIN_COLUMN = 6
@@ -40,8 +39,7 @@ class Preview:
     duration: float = 0.0
     records: list[Record] = field(default_factory=list)
     total: int = 0  # records on the page (`records` holds at most `limit`)
-    missing: Counter[str] = field(default_factory=Counter)
-    invalid: Counter[str] = field(default_factory=Counter)
+    tally: FieldTally = field(default_factory=FieldTally)  # missing, invalid, dropped
 
 
 def preview_config(config: Config) -> Config:
@@ -67,14 +65,9 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
         page = await fetcher.fetch(source, target)
     result.duration = time.monotonic() - started
     result.status, result.size = page.status, len(page.body)
-    records = Extractor(source).extract(page.body, page.charset)
+    records = Extractor(source).extract(page.body, page.charset, page.url, result.tally)
     result.total = len(records)
     result.records = records[:limit]
-    names = [f.name for f in source.fields]
-    for record in records:
-        for name in names:
-            if is_missing(record.data.get(name)):
-                result.missing[name] += 1
     return result
 
 
@@ -134,14 +127,16 @@ def summary(result: Preview, source: SourceConfig) -> list[str]:
         f"{result.total} records{more} from {result.url} "
         f"(HTTP {result.status}, {result.size:,} bytes, {result.duration * 1000:.0f} ms)"
     ]
+    tally = result.tally
     if result.total:
-        counts = [(f.name, result.missing[f.name]) for f in source.fields]
+        counts = [(f.name, tally.missing[f.name]) for f in source.fields]
         missing = [f"{n} in {c} of {result.total} records" for n, c in counts if c]
         lines.append("missing fields: " + ("; ".join(missing) if missing else "none"))
-    if result.invalid:
-        lines.append(
-            "did not convert: " + "; ".join(f"{n}: {c} values" for n, c in result.invalid.items())
-        )
+    for name, count in tally.invalid.items():
+        examples = ", ".join(tally.invalid_examples.get(name, []))
+        lines.append(f"did not convert: {name}: {count} values, e.g. {examples}")
+    if tally.dropped:
+        lines.append(f"dropped: {tally.dropped} records without a required field")
     return lines
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import psycopg
@@ -31,7 +32,8 @@ sources:
       text: span.text::text
       author: small.author::text
       tags: {{selector: "a.tag::text", all: true}}
-      rating: span.rating::text{extra_field}
+      rating: span.rating::text
+      is_author: {{selector: small.author::text, type: bool}}{extra_field}
     key: [id]
 """)
     return path
@@ -70,16 +72,23 @@ def test_preview_shows_records_and_missing_fields_and_changes_nothing(
     proc = run_cli("preview", "-c", str(cfg), "quotes", "--limit", "5", env=None)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["id", "text", "author", "tags", "rating"]
+    assert lines[0].split() == ["id", "text", "author", "tags", "rating", "is_author"]
     expected = items(0)[:5]
     for number, (line, item) in enumerate(zip(lines[2:7], expected), start=1):
         assert line.split()[0] == str(number)
         assert line.split()[1] == item["id"]
         assert item["text"] in line and item["author"] in line
-        assert ", ".join(item["tags"]) in line and line.endswith("—")
-    assert len(lines) == 7 + 3  # header, rule, 5 records, blank line, two summary lines
+        assert ", ".join(item["tags"]) in line and re.search(r"—\s+—$", line)
+    assert len(lines) == 7 + 4  # header, rule, 5 records, blank line, three summary lines
     assert lines[8].startswith(f"{ITEMS_PER_PAGE} records (showing 5) from {site.base}/page/0 ")
-    assert lines[9] == f"missing fields: rating in {ITEMS_PER_PAGE} of {ITEMS_PER_PAGE} records"
+    assert lines[9] == (
+        f"missing fields: rating in {ITEMS_PER_PAGE} of {ITEMS_PER_PAGE} records; "
+        f"is_author in {ITEMS_PER_PAGE} of {ITEMS_PER_PAGE} records"
+    )
+    assert (
+        lines[10]
+        == "did not convert: is_author: 20 values, e.g. 'Author 0', 'Author 1', 'Author 2'"
+    )
     # Politely, through the fetch layer: robots.txt asked first, one request for the page,
     # and no conditional headers (the validators of the crawl are not used).
     assert site.hits["/robots.txt"] - hits_before.get("/robots.txt", 0) == 1
@@ -102,6 +111,7 @@ def test_preview_json_lines_are_the_records_as_stored(
         "author": "Author 0",
         "tags": ["t0", "t3"],
         "rating": None,
+        "is_author": None,
     }
     assert "missing fields: rating in 20 of 20 records" in proc.stderr  # not in the data
     assert not (tmp_path / "var").exists()  # a preview alone creates no state at all
@@ -159,4 +169,4 @@ def test_config_errors_exit_2(site: Site, tmp_path: Path, pg_dsn: str) -> None:
     cfg = config(site, tmp_path, pg_dsn, extra_field="\n      bad: 'span[[['")
     proc = run_cli("preview", "-c", str(cfg), "quotes")
     assert proc.returncode == 2
-    assert f"{cfg}:15: sources.quotes.fields.bad:" in proc.stderr
+    assert f"{cfg}:16: sources.quotes.fields.bad:" in proc.stderr
