@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SCRIPTS = ["install", "uninstall", "lib.sh", "measure-writes"]
+SCRIPTS = ["install", "uninstall", "lib.sh", "measure-writes", "release", "rollback"]
 UNITS = [
     "crawler.service",
     "rpi-throttled.service",
@@ -71,7 +71,9 @@ def test_bash_syntax(script: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("script", ["install", "uninstall", "measure-writes"])
+@pytest.mark.parametrize(
+    "script", ["install", "uninstall", "measure-writes", "release", "rollback"]
+)
 def test_scripts_are_executable(script: str) -> None:
     assert os.access(DEPLOY / script, os.X_OK)
 
@@ -139,13 +141,17 @@ def test_install_commands(tmp_path: Path) -> None:
         r"apt-get install .*--no-install-recommends .*prometheus-node-exporter", joined
     )
     assert re.search(r"apt-get install -y -qq promtail", joined)
-    assert "python3 -m venv /opt/crawler/venv" in joined
-    # The crawler is validated before it is (re)started, and started last.
-    check = next(i for i, c in enumerate(cmds) if " check -c /etc/crawler/crawler.yaml" in c)
-    assert cmds[check + 1 :] == [
-        "systemctl enable crawler.service",
-        "systemctl restart crawler.service",
-    ]
+    assert re.search(
+        r"^python3 -m venv /opt/crawler/releases/0\.\d+\.\d+\S*-\d{8}T\d{6}Z$", joined, re.M
+    )
+    # The new release is activated last: deploy/release checks the config with the new
+    # version, switches, restarts and rolls back when /readyz never answers (tests/ops/test_release.py).
+    assert cmds[-2] == "systemctl enable crawler.service"
+    assert re.match(
+        rf"{re.escape(str(DEPLOY))}/release activate /opt/crawler/releases/\S+ --prefix /opt/crawler "
+        r"--config /etc/crawler/crawler.yaml --ready-url http://127.0.0.1:9410/readyz$",
+        cmds[-1],
+    ), cmds[-1]
     for unit in ("var-lib-node_exporter-textfile_collector.mount", "rpi-throttled.timer"):
         assert f"systemctl enable --now {unit}" in cmds
     assert "systemctl enable tmp.mount" in cmds
@@ -245,7 +251,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
             "[Service]\nExecStart=/usr/bin/prometheus-node-exporter $ARGS\n"
         )
     for exe in (
-        "opt/crawler/venv/bin/crawler",
+        "opt/crawler/current/bin/crawler",
         "usr/bin/python3",
         "usr/bin/promtail",
         "usr/bin/prometheus-node-exporter",
@@ -297,7 +303,7 @@ def unit_settings(name: str) -> dict[str, list[str]]:
 
 def test_crawler_unit_contract() -> None:
     s = unit_settings("crawler.service")
-    assert s["ExecStart"] == ["/opt/crawler/venv/bin/crawler run -c /etc/crawler/crawler.yaml"]
+    assert s["ExecStart"] == ["/opt/crawler/current/bin/crawler run -c /etc/crawler/crawler.yaml"]
     assert s["Type"] == ["notify"] and s["WatchdogSec"] == ["60"] and s["Restart"] == ["always"]
     assert int(s["TimeoutStartSec"][0]) >= 120
     assert s["MemoryMax"] == ["300M"]

@@ -56,12 +56,14 @@ SERVICE_PORTS = {
     "node-exporter": 9100,
     "postgres-exporter": 9187,
     "pipeline-exporter": 9411,
+    "backup": 0,  # listens on no port
 }
-SECRETS = {"slack_webhook_url", "postgres_password", "grafana_admin_password"}
+SECRETS = {"slack_webhook_url", "postgres_password", "grafana_admin_password", "backup_db_password"}
 SECRET_ENV = {
     "postgres_password": "POSTGRES_PASSWORD",
     "grafana_admin_password": "GRAFANA_ADMIN_PASSWORD",
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
+    "backup_db_password": "BACKUP_DB_PASSWORD",
 }
 # Images without a shell or HTTP client to run a healthcheck with.
 NO_HEALTHCHECK = {"loki": "distroless image: only /usr/bin/loki"}
@@ -103,6 +105,7 @@ def fake_env(empty: bool = False) -> dict[str, str]:
             POSTGRES_PASSWORD="pw-for-tests",
             GRAFANA_ADMIN_PASSWORD="admin-for-tests",
             SLACK_WEBHOOK_URL="https://hooks.slack.invalid/T000/B000/XXXX",
+            BACKUP_DB_PASSWORD="backup-for-tests",
             NAS_ADDRESS="192.0.2.10",
         )
     return env
@@ -560,7 +563,7 @@ def test_promtail_pi_reads_the_crawler_unit_from_journald() -> None:
     assert jobs["crawler"]["journal"]["matches"] == "_SYSTEMD_UNIT=crawler.service"
     assert jobs["crawler"]["journal"]["labels"] == {"job": "crawler"}
     unit = (ROOT / "deploy" / "crawler.service").read_text(encoding="utf-8")
-    assert "ExecStart=/opt/crawler/venv/bin/crawler run" in unit  # the unit Promtail follows
+    assert "ExecStart=/opt/crawler/current/bin/crawler run" in unit  # the unit Promtail follows
     json_stage = jobs["crawler"]["pipeline_stages"][0]["json"]["expressions"]
     assert json_stage == {"level": "level", "source": "source", "time": "time"}
 
