@@ -14,25 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from crawler.config import SourceConfig
 from crawler.errors import ErrorKind, FetchError
 from crawler.fields import FieldSet, FieldTally, PageData, source_timezone
+from crawler.record import Record, dumps
 from crawler.selectors import xpath_of
 from crawler.storable import storable_record
 
 MAX_READABLE_KEY = 200
 
 
-@dataclass(frozen=True)
-class Record:
-    """One extracted record with its idempotency key."""
-
-    source: str
-    key: str
-    data: dict[str, Any]
 
 
 def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:
@@ -54,15 +47,6 @@ def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:
     else:
         material = "\x1d" + dumps(data, sort_keys=True)
     return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()
-
-
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
-
-
-def dumps(value: Any, sort_keys: bool = False) -> str:
-    """Compact JSON text (one encoder built once: json.dumps with options builds one per call)."""
-    return _ENCODE_SORTED(value) if sort_keys else _ENCODE(value)
 
 
 _Parse = Callable[[bytes, "str | None"], Any]

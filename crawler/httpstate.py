@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from crawler.store import SqliteWorker, migrate_sqlite, open_sqlite
+from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
 
 log = logging.getLogger("crawler.httpstate")
 
@@ -172,8 +172,7 @@ class HttpState:
 
 
 def _write(conn: sqlite3.Connection, rows: dict[_Key, Validators | None]) -> None:
-    conn.execute("BEGIN")
-    try:
+    with transaction(conn):
         for (source, url), v in rows.items():
             if v is None:
                 conn.execute("DELETE FROM http_state WHERE source=? AND url=?", (source, url))
@@ -182,7 +181,3 @@ def _write(conn: sqlite3.Connection, rows: dict[_Key, Validators | None]) -> Non
                     "INSERT OR REPLACE INTO http_state VALUES (?, ?, ?, ?, ?)",
                     (source, url, v.etag, v.last_modified, v.body_hash),
                 )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

@@ -17,11 +17,14 @@ import logging
 import math
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crawler.errors import CrawlerError
 from crawler.metrics import Metrics
 from crawler.store import PostgresStore
+
+if TYPE_CHECKING:
+    from crawler.store import Connection
 
 log = logging.getLogger("crawler.lease")
 
@@ -81,7 +84,7 @@ class Leases:
         """Renew, take up to a fair share, release extras; keep the old set if the DB is away."""
         result: dict[str, Any] = {}
 
-        async def work(conn: Any) -> None:
+        async def work(conn: Connection) -> None:
             # A heartbeat per crawler, so one that holds nothing yet still counts for the share.
             await conn.execute(
                 "INSERT INTO crawler_instances (holder, seen_at) VALUES (%s, now())"
@@ -97,7 +100,8 @@ class Leases:
                 " WHERE seen_at > now() - make_interval(secs => %s) AND holder <> %s",
                 (self.ttl, self.holder),
             )
-            others = int((await cur.fetchone())[0])
+            row = await cur.fetchone()
+            others = int(row[0]) if row else 0  # count(*) always returns one row
             share = math.ceil(len(self.sources) / (others + 1))
             # Ours first (renewal), then the rest in a per-holder order so crawlers spread out.
             order = sorted(self.sources, key=lambda s: (s not in self.held, hash((s, self.holder))))
@@ -149,7 +153,7 @@ class Leases:
     async def release(self) -> None:
         """Give every lease back (orderly stop), so others take the sources at once."""
 
-        async def work(conn: Any) -> None:
+        async def work(conn: Connection) -> None:
             await conn.execute("DELETE FROM crawler_leases WHERE holder = %s", (self.holder,))
             await conn.execute("DELETE FROM crawler_instances WHERE holder = %s", (self.holder,))
 

@@ -206,8 +206,8 @@ class Metrics:
         self.store_errors = Counter(
             "crawler_store_errors", "Batches that failed to commit.", ["backend"], registry=r
         )
-        # crawler_database_up is a pull gauge added by the sink only when PostgreSQL is
-        # configured: with the embedded store there is no database to be down.
+        # crawler_database_up and the spool gauges: see watch_spool(), called by the sink only
+        # when PostgreSQL is configured (with the embedded store there is no database to be down).
         self.queue_records = Gauge(
             "crawler_queue_records", "Records waiting in memory for the store.", registry=r
         )
@@ -241,6 +241,33 @@ class Metrics:
             self.fields_missing.labels(source, name)
         if required:
             self.records_dropped.labels(source, "missing_required")
+
+    def watch_spool(
+        self,
+        database_up: Callable[[], bool],
+        records: Callable[[], int],
+        file_bytes: Callable[[], int],
+        oldest_age: Callable[[], float],
+    ) -> None:
+        """The database and spool gauges, read at scrape time; only with PostgreSQL (a spool)."""
+        self.pull.add(
+            "crawler_database_up",
+            "1 if the last contact with PostgreSQL succeeded.",
+            lambda: 1.0 if database_up() else 0.0,
+        )
+        self.pull.add(
+            "crawler_spool_records", "Records in the local spool.", lambda: float(records())
+        )
+        self.pull.add(
+            "crawler_spool_bytes",
+            "Size of the spool file(s) in bytes.",
+            lambda: float(file_bytes()),
+        )
+        self.pull.add(
+            "crawler_spool_oldest_age_seconds",
+            "Age of the oldest spooled record or run; 0 when empty.",
+            oldest_age,
+        )
 
     def init_source(self, source: str, hosts: frozenset[str], backend: str) -> None:
         """Create every labelled series of a source at 0, so rates and alerts see it at once."""

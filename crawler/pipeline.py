@@ -19,13 +19,13 @@ from typing import Any
 
 from crawler.config import Config, SourceConfig
 from crawler.errors import CrawlerError, ErrorKind, FetchError
-from crawler.extract import Extractor, Record
+from crawler.extract import Extractor
 from crawler.fetch import Fetcher
 from crawler.fields import FieldTally
 from crawler.metrics import Metrics
+from crawler.record import Record, RunRow
 from crawler.sink import Sink
 from crawler.storable import clean_text
-from crawler.store import JobRow
 
 log = logging.getLogger("crawler.pipeline")
 
@@ -212,7 +212,7 @@ class Pipeline:
             self.fetcher.commit(source, url, page)
 
     async def _account(self, result: RunResult) -> None:
-        job = JobRow(
+        row = RunRow(
             run_id=str(uuid.uuid4()),
             source=result.source,
             instance=self.config.instance,
@@ -221,11 +221,11 @@ class Pipeline:
             finished_at=result.finished_at,
             pages=result.pages,
             records=result.records,
-            # An error message may quote a hostile value: keep the job row storable too.
+            # An error message may quote a hostile value: keep the run row storable too.
             error=clean_text(result.error) if result.error else None,
         )
         try:
-            await self.sink.write_job(job)
+            await self.sink.write_run(row)
         except Exception as exc:  # the run's outcome is already counted and logged
             log.error(
                 "could not record the run in crawler_jobs",

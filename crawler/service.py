@@ -26,7 +26,7 @@ from crawler.metrics import Metrics
 from crawler.pipeline import Pipeline, RunResult
 from crawler.schedule import Scheduler
 from crawler.sink import Sink
-from crawler.store import PostgresStore
+from crawler.store import PostgresStore, make_store
 from crawler.systemd import notify, watchdog_interval, watchdog_loop
 
 log = logging.getLogger("crawler.service")
@@ -46,12 +46,16 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._runs: set[asyncio.Task[RunResult | None]] = set()
         self.leases: Leases | None = None
+        self._database: PostgresStore | None = None
 
     # -- parts -------------------------------------------------------------------------------
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> Pipeline:
         fetcher = await stack.enter_async_context(Fetcher(self.config, self.metrics))
-        self.sink = Sink(self.config, self.metrics)
+        # The PostgreSQL store, when configured, is also where crawlers share sources (leases).
+        storage = self.config.storage
+        self._database = PostgresStore(storage) if storage.dsn else None
+        self.sink = Sink(self.config, self.metrics, self._database or make_store(storage))
         await self.sink.open()
         stack.push_async_callback(self.sink.close)
         self.pipeline = Pipeline(self.config, self.metrics, fetcher, self.sink)
@@ -139,11 +143,10 @@ class Service:
 
     async def _start_leases(self, stack: contextlib.AsyncExitStack) -> None:
         """With PostgreSQL, run only the sources whose lease this crawler holds."""
-        assert self.sink is not None
-        if not isinstance(self.sink.store, PostgresStore):
+        if self._database is None:
             return
         leases = self.leases = Leases(
-            self.sink.store,
+            self._database,
             [s.name for s in self.config.sources if s.enabled],
             self.config.instance,
             self.config.lease_ttl,

@@ -25,17 +25,17 @@ from collections.abc import Sequence
 from crawler.backoff import Backoff
 from crawler.config import Config
 from crawler.errors import ErrorKind, SpoolFull, StoreError, StoreUnavailable
-from crawler.extract import Record
 from crawler.history import history_sources
 from crawler.metrics import Metrics
+from crawler.record import Record, RunRow
 from crawler.spool import Spool
-from crawler.store import JobRow, PostgresStore, Store, make_store
+from crawler.store import Store, make_store
 
 log = logging.getLogger("crawler.sink")
 
 
 class Sink:
-    """Store-or-spool for records and job rows; owns the store, the spool and the drainer."""
+    """Store-or-spool for records and run rows; owns the store, the spool and the drainer."""
 
     def __init__(self, config: Config, metrics: Metrics, store: Store | None = None) -> None:
         self.config, self.metrics = config, metrics
@@ -46,7 +46,7 @@ class Sink:
         )
         self.backend = self.store.backend
         self.spool: Spool | None = None
-        if isinstance(self.store, PostgresStore):
+        if self.store.remote:
             self.spool = Spool(config.spool.path, config.spool.max_bytes)
         self.db_up = True
         self._wake = asyncio.Event()
@@ -65,23 +65,8 @@ class Sink:
             await self.spool.open()
             spool = self.spool
             m.spool_max_bytes.set(spool.max_bytes)
-            m.pull.add(
-                "crawler_database_up",
-                "1 if the last contact with PostgreSQL succeeded.",
-                lambda: 1.0 if self.db_up else 0.0,
-            )
-            m.pull.add(
-                "crawler_spool_records", "Records in the local spool.", lambda: float(spool.records)
-            )
-            m.pull.add(
-                "crawler_spool_bytes",
-                "Size of the spool file(s) in bytes.",
-                lambda: float(spool.file_bytes()),
-            )
-            m.pull.add(
-                "crawler_spool_oldest_age_seconds",
-                "Age of the oldest spooled record or job; 0 when empty.",
-                spool.oldest_age,
+            m.watch_spool(
+                lambda: self.db_up, lambda: spool.records, spool.file_bytes, spool.oldest_age
             )
             try:
                 await self.store.open()
@@ -190,17 +175,17 @@ class Sink:
                 },
             )
 
-    async def write_job(self, job: JobRow) -> None:
+    async def write_run(self, run: RunRow) -> None:
         if self._direct:
             try:
-                await self.store.write_job(job)
+                await self.store.write_run(run)
                 return
             except StoreUnavailable as exc:
                 if self.spool is None:
                     raise
                 self._set_db(False, str(exc))
         assert self.spool is not None  # not direct, or the store failed with a spool present
-        await self.spool.add_job(job)
+        await self.spool.add_run(run)
         self._wake.set()
 
     # -- draining ----------------------------------------------------------------------------
@@ -229,11 +214,11 @@ class Sink:
             for source, count in by_source.items():
                 self.metrics.records_stored.labels(source, self.backend).inc(count)
             return len(records)
-        job_ids, jobs = await spool.peek_jobs(n)
-        for job in jobs:
-            await self.store.write_job(job)
-        await spool.remove("jobs", job_ids)
-        return len(jobs)
+        run_ids, runs = await spool.peek_runs(n)
+        for run in runs:
+            await self.store.write_run(run)
+        await spool.remove("runs", run_ids)
+        return len(runs)
 
     async def drain(self) -> int:
         """Drain until the spool is empty; raise StoreUnavailable if the database is away."""
@@ -253,7 +238,7 @@ class Sink:
             while not self.spool.empty or not self.db_up:
                 try:
                     if self.spool.empty:
-                        await self.store.ping()  # type: ignore[attr-defined]
+                        await self.store.ping()
                     else:
                         started = time.monotonic()
                         moved = await self.drain()

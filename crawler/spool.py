@@ -8,7 +8,7 @@ spool whole or not at all.
 
 Rows leave the spool only after the PostgreSQL transaction holding them has committed
 (`drain_once`); a crash between the two replays the batch, which the store's `(source, key)`
-upsert and the jobs' `run_id` absorb. The cap counts pages in use (not the file size, which
+upsert and the runs' `run_id` absorb. The cap counts pages in use (not the file size, which
 never shrinks): at the cap `add()` raises SpoolFull and nothing already spooled is touched.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import SpoolFull, StoreError
-from crawler.extract import Record, dumps
-from crawler.store import JobRow, SqliteWorker, migrate_sqlite, open_sqlite
+from crawler.record import Record, RunRow, dumps
+from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
 
 SPOOL_MIGRATIONS = (
     """
@@ -42,6 +42,11 @@ SPOOL_MIGRATIONS = (
         spooled_at REAL NOT NULL
     );
     """,
+    # 2: one name for a source run throughout (crawler_jobs keeps its name in PostgreSQL)
+    """
+    ALTER TABLE jobs RENAME TO runs;
+    ALTER TABLE runs RENAME COLUMN job TO run;
+    """,
 )
 
 # Per-row overhead of SQLite (row header, rowid, index entry), for estimating a batch's size.
@@ -49,14 +54,14 @@ _ROW_OVERHEAD = 40
 
 
 class Spool:
-    """A durable FIFO of records and job rows, capped in bytes."""
+    """A durable FIFO of records and run rows, capped in bytes."""
 
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path, self.max_bytes = path, max_bytes
         self._conn: sqlite3.Connection | None = None
         self._worker = SqliteWorker("spool")
         self.records = 0  # cached depth, kept exact by add/remove
-        self.jobs = 0
+        self.runs = 0
         self.used_bytes = 0
         self.oldest: float | None = None
         self.refusing = False
@@ -103,7 +108,7 @@ class Spool:
     def _refresh(self) -> None:
         c = self.conn
         self.records = c.execute("SELECT count(*) FROM records").fetchone()[0]
-        self.jobs = c.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        self.runs = c.execute("SELECT count(*) FROM runs").fetchone()[0]
         self._refresh_oldest()
         self._refresh_bytes()
 
@@ -114,7 +119,7 @@ class Spool:
             row[0]
             for row in (
                 c.execute("SELECT spooled_at FROM records ORDER BY id LIMIT 1").fetchone(),
-                c.execute("SELECT spooled_at FROM jobs ORDER BY id LIMIT 1").fetchone(),
+                c.execute("SELECT spooled_at FROM runs ORDER BY id LIMIT 1").fetchone(),
             )
             if row is not None
         ]
@@ -124,7 +129,7 @@ class Spool:
 
     @property
     def empty(self) -> bool:
-        return self.records == 0 and self.jobs == 0
+        return self.records == 0 and self.runs == 0
 
     @property
     def full(self) -> bool:
@@ -158,17 +163,11 @@ class Spool:
 
     def _add_records(self, rows: list[tuple[str, str, str]]) -> None:
         now = time.time()
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn, "BEGIN IMMEDIATE") as c:
             c.executemany(
                 "INSERT INTO records (source, key, data, spooled_at) VALUES (?, ?, ?, ?)",
                 [(s, k, d, now) for s, k, d in rows],
             )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         self.records += len(rows)
         if self.oldest is None:
             self.oldest = now
@@ -181,15 +180,15 @@ class Spool:
         free = c.execute("PRAGMA freelist_count").fetchone()[0]
         self.used_bytes = (pages - free) * page_size
 
-    async def add_job(self, job: JobRow) -> None:
-        """Job rows are small and always taken, even at the cap: they are the run's record."""
-        await self._call(self._add_job, json.dumps(asdict(job)))
+    async def add_run(self, run: RunRow) -> None:
+        """Run rows are small and always taken, even at the cap: they are the run's record."""
+        await self._call(self._add_run, json.dumps(asdict(run)))
 
-    def _add_job(self, text: str) -> None:
+    def _add_run(self, text: str) -> None:
         now = time.time()
         c = self.conn
-        c.execute("INSERT INTO jobs (job, spooled_at) VALUES (?, ?)", (text, now))
-        self.jobs += 1
+        c.execute("INSERT INTO runs (run, spooled_at) VALUES (?, ?)", (text, now))
+        self.runs += 1
         if self.oldest is None:
             self.oldest = now
         self._refresh_bytes()
@@ -209,14 +208,14 @@ class Spool:
             [Record(source=r[1], key=r[2], data=json.loads(r[3])) for r in rows],
         )
 
-    async def peek_jobs(self, limit: int) -> tuple[list[int], list[JobRow]]:
-        return await self._call(self._peek_jobs, limit)  # type: ignore[no-any-return]
+    async def peek_runs(self, limit: int) -> tuple[list[int], list[RunRow]]:
+        return await self._call(self._peek_runs, limit)  # type: ignore[no-any-return]
 
-    def _peek_jobs(self, limit: int) -> tuple[list[int], list[JobRow]]:
+    def _peek_runs(self, limit: int) -> tuple[list[int], list[RunRow]]:
         rows = self.conn.execute(
-            "SELECT id, job FROM jobs ORDER BY id LIMIT ?", (limit,)
+            "SELECT id, run FROM runs ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
-        return [r[0] for r in rows], [JobRow(**json.loads(r[1])) for r in rows]
+        return [r[0] for r in rows], [RunRow(**json.loads(r[1])) for r in rows]
 
     async def remove(self, table: str, ids: list[int]) -> None:
         """Forget rows that PostgreSQL has committed."""
@@ -225,7 +224,7 @@ class Spool:
     def _remove(self, table: str, ids: list[int]) -> None:
         if not ids:
             return
-        assert table in ("records", "jobs")
+        assert table in ("records", "runs")
         c = self.conn
         # Ids are handed out in order and drained oldest first, so a range delete is exact.
         deleted = c.execute(
@@ -236,14 +235,14 @@ class Spool:
         if table == "records":
             self.records -= deleted
         else:
-            self.jobs -= deleted
+            self.runs -= deleted
         self._refresh_oldest()
         self._refresh_bytes()
 
     def stats(self) -> dict[str, Any]:
         return {
             "records": self.records,
-            "jobs": self.jobs,
+            "jobs": self.runs,  # the key `crawler spool` and /readyz have always printed
             "used_bytes": self.used_bytes,
             "file_bytes": self.file_bytes(),
             "max_bytes": self.max_bytes,

@@ -13,20 +13,25 @@ advisory lock so several crawlers starting together do not race.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from crawler import history
 from crawler.config import StorageConfig
 from crawler.errors import StoreError, StoreUnavailable
-from crawler.extract import Record, dumps
+from crawler.record import Record, RunRow, dumps
+from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
+
+if TYPE_CHECKING:  # psycopg is imported when first used: its import costs RSS on the Pi
+    from psycopg import AsyncConnection
+    from psycopg.rows import TupleRow
+
+    Connection = AsyncConnection[TupleRow]
 
 log = logging.getLogger("crawler.store")
 
@@ -110,86 +115,36 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class JobRow:
-    """One finished source run for `crawler_jobs`; `run_id` makes a spool replay a no-op."""
-
-    run_id: str
-    source: str
-    instance: str
-    status: str
-    started_at: float
-    finished_at: float
-    pages: int
-    records: int
-    error: str | None
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
 class Store(Protocol):
-    """What the pipeline needs from a store."""
+    """What the sink needs from a store, including the one capability it asks about.
+
+    `remote`: the store is a server on the network (PostgreSQL). It can be away for a while
+    (writes then raise StoreUnavailable), so the sink puts the spool in front of it and pings it
+    to notice its return; several crawlers can share it, so they share sources by leases.
+    """
 
     backend: str
+    remote: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def write(self, records: Sequence[Record]) -> None: ...
-    async def write_job(self, job: JobRow) -> None: ...
+    async def write_run(self, run: RunRow) -> None: ...
+    async def ping(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- SQLite
-
-
-def open_sqlite(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    """An SQLite connection in WAL mode, for the embedded store and the spool.
-
-    WAL with synchronous=FULL fsyncs the log on every commit, so a committed batch survives a
-    power cut; batching keeps those fsyncs (and SD-card wear) to one per batch.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def migrate_sqlite(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, sql in enumerate(migrations, start=1):
-        if number <= version:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in filter(str.strip, sql.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-
-class SqliteWorker:
-    """Runs blocking SQLite calls on one dedicated thread, off the event loop."""
-
-    def __init__(self, name: str) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
-
-    async def run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 class SqliteStore:
     """The embedded store: one SQLite file, same semantics as PostgreSQL."""
 
     backend = "sqlite"
+    remote = False
 
     def __init__(self, path: Path, history: frozenset[str] = frozenset()) -> None:
         self.path = path
@@ -223,9 +178,7 @@ class SqliteStore:
     def _write(self, records: Sequence[Record]) -> None:
         now = _iso(time.time())
         rows = [(r.source, r.key, dumps(r.data), now, now) for r in records]
-        conn = self.conn
-        conn.execute("BEGIN")
-        try:
+        with transaction(self.conn) as conn:
             versioned = [row for row in rows if row[0] in self.history] if self.history else []
             if versioned:
                 history.sqlite_insert(conn, versioned)
@@ -238,10 +191,6 @@ class SqliteStore:
                 " data = excluded.data",
                 rows,
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     async def write(self, records: Sequence[Record]) -> None:
         try:
@@ -249,32 +198,38 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store write failed: {exc}") from exc
 
-    def _write_job(self, job: JobRow) -> None:
+    def _write_run(self, run: RunRow) -> None:
         self.conn.execute(
             "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
             " pages, records, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
-                job.run_id,
-                job.source,
-                job.instance,
-                job.status,
-                _iso(job.started_at),
-                _iso(job.finished_at),
-                job.pages,
-                job.records,
-                job.error,
+                run.run_id,
+                run.source,
+                run.instance,
+                run.status,
+                _iso(run.started_at),
+                _iso(run.finished_at),
+                run.pages,
+                run.records,
+                run.error,
             ),
         )
 
-    async def write_job(self, job: JobRow) -> None:
+    async def write_run(self, run: RunRow) -> None:
         try:
-            await self._worker.run(self._write_job, job)
+            await self._worker.run(self._write_run, run)
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store write failed: {exc}") from exc
+
+    async def ping(self) -> None:
+        """A local file is always there."""
 
 
 # --------------------------------------------------------------------------- PostgreSQL
 
+
+# fn(conn, *args), run by PostgresStore.run() inside one transaction.
+Transaction = Callable[..., Awaitable[None]]
 
 _PG_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS crawler_stage (ord integer, source text, key text, data jsonb)"
@@ -297,11 +252,12 @@ class PostgresStore:
     """The production store. Loses its connection gracefully: StoreUnavailable, then reconnect."""
 
     backend = "postgres"
+    remote = True
 
     def __init__(self, config: StorageConfig, history: frozenset[str] = frozenset()) -> None:
         self.config = config
         self.history = history  # sources whose changed records are kept as versions
-        self._conn: Any = None  # psycopg.AsyncConnection, imported lazily (RSS on the Pi)
+        self._conn: Connection | None = None
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -309,7 +265,7 @@ class PostgresStore:
         async with self._lock:
             await self._connect()
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> Connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         import psycopg
@@ -346,7 +302,7 @@ class PostgresStore:
         return conn
 
     @staticmethod
-    async def _migrate(conn: Any) -> None:
+    async def _migrate(conn: Connection) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(
@@ -372,7 +328,7 @@ class PostgresStore:
                 await self._conn.close()
                 self._conn = None
 
-    async def run(self, fn: Any, *args: Any) -> None:
+    async def run(self, fn: Transaction, *args: Any) -> None:
         """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge.
 
         Bounded by `write_timeout`: a NAS that vanished from the Wi-Fi leaves a socket that
@@ -404,7 +360,7 @@ class PostgresStore:
                 raise StoreUnavailable(f"PostgreSQL went away: {exc}") from exc
 
     @staticmethod
-    async def _transaction(conn: Any, fn: Any, *args: Any) -> None:
+    async def _transaction(conn: Connection, fn: Transaction, *args: Any) -> None:
         async with conn.transaction():
             await fn(conn, *args)
 
@@ -416,7 +372,7 @@ class PostgresStore:
             except Exception:  # already broken; closing is best effort
                 log.debug("closing a broken connection failed", exc_info=True)
 
-    async def _write_records(self, conn: Any, records: Sequence[Record]) -> None:
+    async def _write_records(self, conn: Connection, records: Sequence[Record]) -> None:
         async with conn.cursor() as cur:
             async with cur.copy("COPY crawler_stage (ord, source, key, data) FROM STDIN") as copy:
                 for i, r in enumerate(records):
@@ -431,31 +387,31 @@ class PostgresStore:
             await self.run(self._write_records, records)
 
     @staticmethod
-    async def _write_job(conn: Any, job: JobRow) -> None:
+    async def _write_run(conn: Connection, run: RunRow) -> None:
         await conn.execute(
             "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
             " pages, records, error) VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s),"
             " %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
             (
-                job.run_id,
-                job.source,
-                job.instance,
-                job.status,
-                job.started_at,
-                job.finished_at,
-                job.pages,
-                job.records,
-                job.error,
+                run.run_id,
+                run.source,
+                run.instance,
+                run.status,
+                run.started_at,
+                run.finished_at,
+                run.pages,
+                run.records,
+                run.error,
             ),
         )
 
-    async def write_job(self, job: JobRow) -> None:
-        await self.run(self._write_job, job)
+    async def write_run(self, run: RunRow) -> None:
+        await self.run(self._write_run, run)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers now."""
 
-        async def _select(conn: Any) -> None:
+        async def _select(conn: Connection) -> None:
             await conn.execute("SELECT 1")
 
         await self.run(_select)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from crawler.config import StorageConfig
-from crawler.extract import Record
+from crawler.record import Record
 from crawler.store import PostgresStore, SqliteStore, Store
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import psycopg
@@ -12,11 +13,12 @@ from prometheus_client import CollectorRegistry
 
 from crawler.config import load_config
 from crawler.errors import SpoolFull
-from crawler.extract import Record
 from crawler.metrics import Metrics
+from crawler.record import Record, RunRow
 from crawler.service import Service
 from crawler.sink import Sink
-from crawler.spool import Spool
+from crawler.spool import SPOOL_MIGRATIONS, Spool
+from crawler.sqlite import migrate_sqlite, open_sqlite
 from tests.crawler_proc import run_cli
 from tests.helpers import PostgresServer, free_port
 from tests.site import Site
@@ -66,6 +68,26 @@ async def test_spool_survives_reopen_and_keeps_order(tmp_path: Path):
     _, rest = await again.peek_records(100)
     assert [r.key for r in rest] == [f"k{i}" for i in range(4, 10)]
     await again.close()
+
+
+async def test_spool_of_an_older_version_keeps_its_run_rows(tmp_path: Path):
+    """A spool file written before run rows had their own name still drains them."""
+    path = tmp_path / "spool.sqlite"
+    conn = open_sqlite(path)
+    migrate_sqlite(conn, SPOOL_MIGRATIONS[:1])
+    row = RunRow("r1", "s", "i", "success", 1.0, 2.0, 3, 4, None)
+    conn.execute("INSERT INTO jobs (job, spooled_at) VALUES (?, 1.0)", (json.dumps(asdict(row)),))
+    conn.close()
+    spool = Spool(path, 10 * 2**20)
+    await spool.open()
+    try:
+        assert spool.runs == 1 and not spool.empty
+        ids, runs = await spool.peek_runs(10)
+        assert runs == [row]
+        await spool.remove("runs", ids)
+        assert spool.empty
+    finally:
+        await spool.close()
 
 
 async def test_cap_refuses_new_records_and_keeps_old_ones(

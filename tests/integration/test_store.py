@@ -16,8 +16,8 @@ import pytest
 
 from crawler.config import StorageConfig
 from crawler.errors import StoreUnavailable
-from crawler.extract import Record
-from crawler.store import JobRow, PostgresStore, SqliteStore, Store
+from crawler.record import Record, RunRow
+from crawler.store import PostgresStore, SqliteStore, Store
 
 
 class Backend:
@@ -60,9 +60,9 @@ def recs(n: int, version: str = "a", source: str = "src") -> list[Record]:
     return [Record(source=source, key=f"k{i}", data={"i": i, "v": version}) for i in range(n)]
 
 
-def job(run_id: str | None = None, status: str = "success") -> JobRow:
+def run_row(run_id: str | None = None, status: str = "success") -> RunRow:
     now = time.time()
-    return JobRow(
+    return RunRow(
         run_id=run_id or str(uuid.uuid4()),
         source="src",
         instance="t",
@@ -121,10 +121,10 @@ async def test_sources_do_not_collide(store, backend):
 
 
 async def test_job_rows_and_replay_are_idempotent(store, backend):
-    j = job()
-    await store.write_job(j)
-    await store.write_job(j)  # a replay from the spool
-    await store.write_job(job(status="failure"))
+    r = run_row()
+    await store.write_run(r)
+    await store.write_run(r)  # a replay from the spool
+    await store.write_run(run_row(status="failure"))
     rows = backend.rows(
         "select source, instance, status, pages, records from crawler_jobs order by id"
     )

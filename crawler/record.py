@@ -1,0 +1,44 @@
+"""What storage keeps: an extracted `Record`, a finished source run's `RunRow`, and their JSON.
+
+Extraction produces records; the sink, the stores and the spool only carry them. Keeping both
+types here lets storage import them without importing extraction (lxml, parsel) at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Record:
+    """One extracted record with its idempotency key."""
+
+    source: str
+    key: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One finished source run for `crawler_jobs`; `run_id` makes a spool replay a no-op."""
+
+    run_id: str
+    source: str
+    instance: str
+    status: str
+    started_at: float
+    finished_at: float
+    pages: int
+    records: int
+    error: str | None
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def dumps(value: Any, sort_keys: bool = False) -> str:
+    """Compact JSON text (one encoder built once: json.dumps with options builds one per call)."""
+    return _ENCODE_SORTED(value) if sort_keys else _ENCODE(value)
