@@ -26,8 +26,6 @@ from crawler.storable import storable_record
 MAX_READABLE_KEY = 200
 
 
-
-
 def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:
     """The record's idempotency key: readable for one short scalar field, else a hash."""
     if key_fields:
