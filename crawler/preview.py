@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.config import Config, SourceConfig
-from crawler.extract import Extractor, Record, dumps
+from crawler.extract import Extractor
 from crawler.fields import FieldTally, is_missing
+from crawler.record import Record, dumps
 
 MISSING = "—"  # how a missing value shows in the table
 MIN_COLUMN = 6
