@@ -282,7 +282,7 @@ class Metrics:
         first increment is seen; nothing else (each series costs every scrape, on a Pi core).
 
         Not pre-created, by choice: `crawler_fetch_errors_total` per error kind (13 x sources
-        series for an increase the error-ratio alert sees from the second error of a kind on),
+        series, for an increase the error alerts see from the second error of a kind on),
         requests, extracted records. `hosts` is kept for the callers' sake.
         """
         for outcome in ("success", "failure"):

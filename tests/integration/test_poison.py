@@ -125,7 +125,7 @@ def sqlite_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
 async def test_unexpected_exception_in_extraction_fails_the_run_with_a_job_row(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(self: Extractor, body: bytes, charset: str | None = None) -> Any:
+    def broken(self: Extractor, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug nobody expected")
 
     # A stand-in for a bug: no real input makes extraction raise this today.
