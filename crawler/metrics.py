@@ -283,7 +283,7 @@ class Metrics:
 
         Not pre-created, by choice: `crawler_fetch_errors_total` per error kind (13 x sources
         series, for an increase the error alerts see from the second error of a kind on),
-        requests, extracted records. `hosts` is kept for the callers' sake.
+        requests, extracted records, circuit states (a breaker sets its own when created).
         """
         for outcome in ("success", "failure"):
             self.source_runs.labels(source, outcome)
@@ -293,3 +293,6 @@ class Metrics:
         self.records_refused.labels(source)
         self.pages.labels(source)
         self.not_modified.labels(source)
+        for host in hosts:
+            # CrawlerCircuitOpen reads increase() of the openings: at 0, the first one counts.
+            self.circuit_transitions.labels(host, "open")
