@@ -259,7 +259,7 @@ def test_logql_selects_only_promoted_labels() -> None:
     for v in logs["templating"]["list"]:
         exprs.append(v["query"]["stream"])
         assert v["query"]["label"] in LOKI_LABELS
-        assert v["query"]["type"] == "labelValues"  # Grafana's LokiVariableQueryType
+        assert v["query"]["type"] == 1  # Grafana's LokiVariableQueryType.LabelValues
     for expr in exprs:
         assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
         selectors = re.findall(r"(?<![{\w.])\{([^{}]*)\}", expr)
