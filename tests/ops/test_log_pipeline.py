@@ -241,9 +241,9 @@ SERVICE_LINES: list[tuple[str, str, dict[str, str]]] = [
     ),
 ]
 
-# Promtail prints "time<TAB>{labels}<TAB>line" through a tabwriter with no padding: where the
-# labels' width is a multiple of 8 the second tab is left out, so the label set is parsed.
-DRY_RUN_LINE = re.compile(r'^(\S+)\t+\{((?:\w+="(?:[^"\\]|\\.)*"(?:, )?)*)\}\t*(.*)$')
+# Promtail prints "time<TAB>{labels}<TAB>line" through a tabwriter with no padding: where a
+# column's width is a multiple of 8 its tab is left out, so the label set is parsed.
+DRY_RUN_LINE = re.compile(r'^([^\t{]+)\t*\{((?:\w+="(?:[^"\\]|\\.)*"(?:, )?)*)\}\t*(.*)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
