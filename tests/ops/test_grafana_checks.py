@@ -118,36 +118,34 @@ def units() -> list[tuple[str, str]]:
     return found
 
 
-@cache
-def check() -> dict[str, Any]:
+def run_node(job: dict[str, Any]) -> dict[str, Any]:
+    """tests/grafana_check.cjs on one job, in a scratch folder where it finds the packages."""
     node = node_tools()
     work = Path(tempfile.mkdtemp(prefix=".schema-check-", dir=NODE_DIR / "node_modules"))
     try:
-        job = {
-            "logql": [*logql_expressions(), CANARIES["logql"]],
-            "promql": [*promql_expressions(), CANARIES["promql"]],
-            "units": [*units(), ("canary", "crawler_pages")],
-            "dashboards": dashboards(),
-            "workdir": str(work),
-        }
-        (work / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        (work / "job.json").write_text(json.dumps({**job, "workdir": str(work)}), encoding="utf-8")
+        script, out = NODE_DIR / "grafana_check.cjs", work / "out.json"
         proc = subprocess.run(
-            [
-                node,
-                str(NODE_DIR / "grafana_check.cjs"),
-                str(work / "job.json"),
-                str(work / "result.json"),
-            ],
+            [node, str(script), str(work / "job.json"), str(out)],
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        result = json.loads((work / "result.json").read_text(encoding="utf-8"))
-        result["job"] = job
-        return dict(result)
+        return dict(json.loads(out.read_text(encoding="utf-8")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@cache
+def check() -> dict[str, Any]:
+    job = {
+        "logql": [*logql_expressions(), CANARIES["logql"]],
+        "promql": [*promql_expressions(), CANARIES["promql"]],
+        "units": [*units(), ("canary", "crawler_pages")],
+        "dashboards": dashboards(),
+    }
+    return {**run_node(job), "job": job}
 
 
 def pinned_image(service: str) -> str:
@@ -208,33 +206,13 @@ def test_every_dashboard_matches_the_grafana_schema() -> None:
     assert not errors, "\n".join(errors)
 
 
-def test_schema_check_can_fail(tmp_path: Path) -> None:
-    node = node_tools()
+def test_schema_check_can_fail() -> None:
     dash = json.loads((ROOT / "grafana/dashboards/logs.json").read_text(encoding="utf-8"))
     dash["graphTooltip"] = "shared"  # a number in the schema
     dash["panels"][0]["options"]["legend"] = {"placement": "left"}  # bottom or right
     dash["panels"][0]["targets"][0]["queryType"] = "ranged"  # range, instant or stream
     dash["panels"][0]["targets"][0]["editorMode"] = "text"  # code or builder
-    work = Path(tempfile.mkdtemp(prefix=".schema-check-", dir=NODE_DIR / "node_modules"))
-    try:
-        (work / "job.json").write_text(
-            json.dumps({"dashboards": {"broken": dash}, "workdir": str(work)})
-        )
-        proc = subprocess.run(
-            [
-                node,
-                str(NODE_DIR / "grafana_check.cjs"),
-                str(work / "job.json"),
-                str(work / "out.json"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr
-        errors = "\n".join(json.loads((work / "out.json").read_text())["schema"])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    errors = "\n".join(run_node({"dashboards": {"broken": dash}})["schema"])
     for wrong in ('"shared"', '"left"', '"ranged"', '"text"'):
         assert wrong in errors, errors
 
