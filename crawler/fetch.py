@@ -1,30 +1,35 @@
 """Fetching: one aiohttp session for the process, polite to every host and hard to knock over.
 
 `Fetcher.fetch()` returns a `Page` or raises `FetchError` with an `ErrorKind`; aiohttp's
-exceptions never leave this module (translated in `_translate`). Each fetch goes through:
+exceptions never leave this module (translated at the edge by `map_aiohttp_errors()`). Each
+fetch goes through five steps, one method each:
 
-1. the host's circuit breaker (fail fast while it is open, `crawler.breaker`);
-2. robots.txt, unless the source opts out (`crawler.robots`);
-3. the conditional-GET validators of the URL (`crawler.httpstate`);
-4. attempts: per-host concurrency, the per-host politeness gap (`crawler.politeness`; the
-   larger of `politeness_delay` and the site's Crawl-delay), the global concurrency limit,
-   then the request, bounded in time, redirects and bytes (counted after decompression);
-5. retries of transient failures (`RETRYABLE`, plus HTTP 429) with `Backoff`, honouring
-   Retry-After on 429 and 503, never waiting past the give-up bound.
+1. `_prepare`: the host's circuit breaker (fail fast while it is open, `crawler.breaker`),
+   robots.txt unless the source opts out (`crawler.robots`), and the conditional-GET
+   validators of the URL (`crawler.httpstate`), into one frozen `Request`;
+2. `_with_retries`: retries of transient failures (`RETRYABLE`, plus HTTP 429) with
+   `Backoff`, honouring Retry-After on 429 and 503, never waiting past the give-up bound;
+3. `_attempt`: per-host concurrency, the per-host politeness gap (`crawler.politeness`; the
+   larger of `politeness_delay` and the site's Crawl-delay), the breaker's permit, the global
+   concurrency limit;
+4. `_request`: the request, bounded in time, redirects (each hop checked like a first request)
+   and bytes (counted after decompression), with the content type checked before the body is
+   read and the charset chosen after (`crawler.content`);
+5. back in `fetch`, the conditional-GET bookkeeping (`httpstate.revalidate`); the validators are
+   recorded by `commit()` once the page's records are safe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
+import contextlib
 import dataclasses
 import email.utils
-import hashlib
 import logging
-import re
 import ssl
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timezone
 from types import TracebackType
@@ -36,16 +41,18 @@ import yarl
 from crawler.backoff import Backoff
 from crawler.breaker import Breakers, CircuitBreaker
 from crawler.config import Config, SourceConfig
+from crawler.content import check_content_type, choose_charset
 from crawler.errors import ErrorKind, FetchError
-from crawler.httpstate import HttpState, Validators
+from crawler.httpstate import HttpState, Revalidation, revalidate
 from crawler.metrics import Metrics, status_class
 from crawler.politeness import HostPacer
 from crawler.robots import MAX_BYTES as ROBOTS_MAX_BYTES
-from crawler.robots import RobotsCache
+from crawler.robots import RobotsCache, RobotsPolicy
 
 log = logging.getLogger("crawler.fetch")
 
 _CHUNK = 64 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # Failures worth another attempt: the host or the network may be fine a moment later. A 4xx,
 # a body over the cap or of the wrong type will be the same next time. (429 is a 4xx that is
@@ -54,16 +61,6 @@ RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.DNS, Erro
 # Failures that say the *host* is unwell, counted by its circuit breaker. A 404 or a page of
 # the wrong shape is the page's problem; the host answered fine.
 HOST_FAILURES = RETRYABLE | {ErrorKind.TLS}
-
-# Content types each parser accepts. JSON APIs are often served as text or JavaScript.
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-_JSON_TYPES = frozenset(
-    {"application/json", "text/json", "text/plain", "text/javascript", "application/javascript"}
-)
-_META_CHARSET = re.compile(
-    rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I
-)
-_SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -80,14 +77,43 @@ class Page:
     attempts: int = 1
     etag: str | None = None
     last_modified: str | None = None
-    # (old, new) validators, recorded by Fetcher.commit() once the page's records are safe.
-    validators: tuple[Validators | None, Validators] | None = None
+    # The validators to record by Fetcher.commit() once the page's records are safe.
+    validators: Revalidation | None = None
 
 
-def _translate(exc: BaseException) -> FetchError:
-    """Map aiohttp/asyncio/ssl exceptions onto our error kinds."""
-    if isinstance(exc, FetchError):
-        return exc
+@dataclass(frozen=True)
+class Request:
+    """One fetch of one URL for one source: what each of its attempts needs, fixed up front."""
+
+    source: SourceConfig
+    url: str
+    host: str  # as SourceConfig.hosts has it, so metric series line up
+    headers: dict[str, str]  # the conditional-GET headers; sent to `url` only
+    delay: float  # the politeness gap for the host (Crawl-delay included)
+    breaker: CircuitBreaker
+
+
+@contextlib.contextmanager
+def map_aiohttp_errors() -> Iterator[None]:
+    """Translate aiohttp, asyncio and ssl exceptions raised inside into FetchError.
+
+    The one edge where third-party exceptions become our error kinds (as httpx's
+    `map_httpcore_exceptions`). Ours and cancellation pass through; an exception that is not a
+    network or HTTP failure is a bug and is re-raised as it is.
+    """
+    try:
+        yield
+    except FetchError:
+        raise
+    except Exception as exc:
+        error = _error_of(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _error_of(exc: Exception) -> FetchError | None:
+    # Order matters: aiohttp's classes inherit from each other and from OSError/TimeoutError.
     if isinstance(exc, asyncio.TimeoutError):
         return FetchError(ErrorKind.TIMEOUT, "timed out")
     if isinstance(exc, aiohttp.TooManyRedirects):
@@ -110,7 +136,7 @@ def _translate(exc: BaseException) -> FetchError:
         return FetchError(ErrorKind.BAD_CONTENT, f"bad response: {exc.message}")
     if isinstance(exc, aiohttp.ClientError):
         return FetchError(ErrorKind.CONNECT, str(exc) or type(exc).__name__)
-    raise exc
+    return None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -134,48 +160,15 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, seconds)
 
 
-def _valid_charset(name: str | None) -> str | None:
-    if not name:
-        return None
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
-
-
-def choose_charset(header_charset: str | None, body: bytes, parser: str) -> str:
-    """The body's charset: the header's, else a BOM or <meta> (HTML), else UTF-8.
-
-    Never None: lxml, left to guess, reads a page without <meta> as Latin-1, and most of the
-    web is UTF-8. Bytes invalid in the chosen charset become U+FFFD in the parsers.
-    """
-    found = _valid_charset(header_charset)
-    if found:
-        return found
-    if body.startswith(codecs.BOM_UTF8):
-        return "utf-8"
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    if parser == "html":
-        m = _META_CHARSET.search(body[:_SNIFF_BYTES])
-        if m:
-            found = _valid_charset(m.group(1).decode("ascii"))
-            if found:
-                return found
-    return "utf-8"
-
-
-def check_content_type(parser: str, declared: bool, ctype: str) -> None:
-    """Raise BAD_CONTENT unless the response's type suits the source's parser."""
-    if not declared:
-        return  # nothing declared (aiohttp then says octet-stream): let the parser judge
-    ctype = ctype.lower()
-    if parser == "json":
-        ok = ctype in _JSON_TYPES or ctype.endswith("+json")
-    else:
-        ok = ctype in _HTML_TYPES
-    if not ok:
-        raise FetchError(ErrorKind.BAD_CONTENT, f"content type {ctype!r} is not {parser}")
+def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
+    status = resp.status
+    if status >= 400:
+        raise FetchError(
+            ErrorKind.HTTP_5XX if status >= 500 else ErrorKind.HTTP_4XX,
+            f"HTTP {status}",
+            status=status,
+            retry_after=retry_after(resp.headers.get("Retry-After")),
+        )
 
 
 class Fetcher:
@@ -245,26 +238,19 @@ class Fetcher:
 
     async def fetch(self, source: SourceConfig, url: str) -> Page:
         """Fetch `url` for `source`, with retries; raise FetchError on any failure."""
-        parts = urlsplit(url)
-        host = parts.netloc  # as SourceConfig.hosts has it, so metric series line up
-        breaker = self.breakers.get(host)
-        breaker.check()
-        delay = self.fc.politeness_delay
-        if self.fc.robots and source.robots:
-            policy = await self.robots.policy(f"{parts.scheme}://{host}")
-            if not policy.allows(url, self.config.user_agent):
-                if policy.error_kind is not None:  # robots.txt unreadable: the host's trouble
-                    raise FetchError(policy.error_kind, policy.reason)
-                raise FetchError(ErrorKind.ROBOTS_DENIED, "disallowed by robots.txt")
-            crawl_delay = policy.crawl_delay(self.config.user_agent)
-            if crawl_delay:
-                delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))
+        request = await self._prepare(source, url)
         old = await self.state.get(source.name, url) if self.state is not None else None
-        headers = old.headers() if old is not None else {}
-        page = await self._with_retries(source, host, url, headers, delay, breaker)
-        if self.state is not None:
-            page = self._remember(source.name, url, old, page)
-        return page
+        if old is not None:
+            request = dataclasses.replace(request, headers=old.headers())
+        page = await self._with_retries(request)
+        if self.state is None:
+            return page
+        change = revalidate(old, page.status, page.etag, page.last_modified, page.body)
+        if change is None:
+            return page
+        if change.unchanged:
+            page = dataclasses.replace(page, body=b"", not_modified=True)
+        return dataclasses.replace(page, validators=change)
 
     def commit(self, source: SourceConfig, url: str, page: Page) -> None:
         """Record the page's validators; call only once its records are committed.
@@ -274,40 +260,47 @@ class Fetcher:
         records that were not stored.
         """
         if self.state is not None and page.validators is not None:
-            old, new = page.validators
-            self.state.put(source.name, url, old, new)
+            self.state.put(source.name, url, page.validators.old, page.validators.new)
 
-    def _remember(self, source: str, url: str, old: Validators | None, page: Page) -> Page:
-        assert self.state is not None
-        if page.status == 304:
-            if old is None:
-                return page
-            new = Validators(
-                page.etag or old.etag, page.last_modified or old.last_modified, old.body_hash
-            )
-        else:
-            digest = hashlib.blake2b(page.body, digest_size=16).digest()
-            new = Validators(page.etag, page.last_modified, digest)
-            if old is not None and old.body_hash == digest:
-                page = dataclasses.replace(page, body=b"", not_modified=True)
-        return dataclasses.replace(page, validators=(old, new))
+    async def _prepare(self, source: SourceConfig, url: str) -> Request:
+        """Step 1: fail fast on an open circuit or robots.txt; the politeness gap."""
+        parts = urlsplit(url)
+        host = parts.netloc
+        breaker = self.breakers.get(host)
+        breaker.check()
+        delay = self.fc.politeness_delay
+        policy = await self._check_robots(source, url, f"{parts.scheme}://{host}")
+        crawl_delay = policy.crawl_delay(self.config.user_agent) if policy is not None else None
+        if crawl_delay:
+            delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))
+        return Request(source, url, host, {}, delay, breaker)
 
-    async def _with_retries(
-        self,
-        source: SourceConfig,
-        host: str,
-        url: str,
-        headers: dict[str, str],
-        delay: float,
-        breaker: CircuitBreaker,
-    ) -> Page:
+    async def _check_robots(
+        self, source: SourceConfig, url: str, origin: str, context: str = ""
+    ) -> RobotsPolicy | None:
+        """Raise unless robots.txt of `origin` allows `url` (None: the source does not ask).
+
+        An unreadable robots.txt fails with its real error kind (the host's trouble, e.g. dns
+        or http_5xx), a refusal with robots_denied. `context` prefixes the message.
+        """
+        if not (self.fc.robots and source.robots):
+            return None
+        policy = await self.robots.policy(origin)
+        if not policy.allows(url, self.config.user_agent):
+            if policy.error_kind is not None:
+                raise FetchError(policy.error_kind, context + policy.reason)
+            raise FetchError(ErrorKind.ROBOTS_DENIED, context + "disallowed by robots.txt")
+        return policy
+
+    async def _with_retries(self, request: Request) -> Page:
+        """Step 2: attempts until one succeeds, a failure is final, or time is up."""
         rc = self.fc.retry
         backoff = Backoff(base=rc.base, cap=rc.max, give_up_after=rc.give_up_after)
         attempt = 0
         while True:
             attempt += 1
             try:
-                page = await self._attempt(source, host, url, headers, delay, breaker)
+                page = await self._attempt(request)
             except FetchError as exc:
                 if exc.kind is ErrorKind.CIRCUIT_OPEN:
                     raise  # opened by other calls meanwhile: no request was made
@@ -317,8 +310,8 @@ class Fetcher:
                     if wait is not None
                     else "fetch attempt failed",
                     extra={
-                        "source": source.name,
-                        "url": url,
+                        "source": request.source.name,
+                        "url": request.url,
                         "attempt": attempt,
                         "error_kind": exc.kind.value,
                         "status": exc.status,
@@ -328,7 +321,7 @@ class Fetcher:
                 )
                 if wait is None:
                     raise
-                self.metrics.fetch_retries.labels(source.name, exc.kind.value).inc()
+                self.metrics.fetch_retries.labels(request.source.name, exc.kind.value).inc()
                 await asyncio.sleep(wait)
                 continue
             if attempt > 1:
@@ -348,21 +341,15 @@ class Fetcher:
             return None
         return wait
 
-    async def _attempt(
-        self,
-        source: SourceConfig,
-        host: str,
-        url: str,
-        headers: dict[str, str],
-        delay: float,
-        breaker: CircuitBreaker,
-    ) -> Page:
-        async with self._per_host[host]:
-            await self.pacer.wait(host, delay)
+    async def _attempt(self, request: Request) -> Page:
+        """Step 3: wait for the host's turn and the breaker's permit, then one request."""
+        breaker = request.breaker
+        async with self._per_host[request.host]:
+            await self.pacer.wait(request.host, request.delay)
             permit = breaker.acquire()
             try:
                 async with self._global:
-                    page = await self._request(source, host, url, headers)
+                    page = await self._request(request)
             except FetchError as exc:
                 breaker.record(permit, exc.kind in HOST_FAILURES or exc.status == 429)
                 raise
@@ -372,58 +359,53 @@ class Fetcher:
             breaker.record(permit, False)
             return page
 
-    async def _request(
-        self, source: SourceConfig, host: str, url: str, headers: dict[str, str]
-    ) -> Page:
-        m = self.metrics
+    async def _request(self, request: Request) -> Page:
+        """Step 4: one GET (redirects followed by hand), its body read within the cap."""
+        m, source = self.metrics, request.source
         status: int | None = None
         body = b""
         started = time.monotonic()
         m.in_flight.inc()
         try:
-            async with await self._get_following_redirects(source, url, headers) as resp:
-                status = resp.status
-                _raise_for_status(resp)
-                if status != 304:
-                    declared = "Content-Type" in resp.headers
-                    check_content_type(source.parser, declared, resp.content_type)
-                    body = await self._read_capped(resp, self.fc.max_response_bytes)
-                page = Page(
-                    url=url,
-                    status=status,
-                    body=body,
-                    content_type=resp.content_type or "",
-                    charset=choose_charset(resp.charset, body, source.parser),
-                    duration=time.monotonic() - started,
-                    not_modified=status == 304,
-                    etag=resp.headers.get("ETag"),
-                    last_modified=resp.headers.get("Last-Modified"),
-                )
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            error = _translate(exc)
-            raise error from (exc if error is not exc else None)
+            with map_aiohttp_errors():
+                async with await self._get_following_redirects(request) as resp:
+                    status = resp.status
+                    _raise_for_status(resp)
+                    if status != 304:
+                        declared = "Content-Type" in resp.headers
+                        check_content_type(source.parser, declared, resp.content_type)
+                        body = await self._read_capped(resp, self.fc.max_response_bytes)
+                    return Page(
+                        url=request.url,
+                        status=status,
+                        body=body,
+                        content_type=resp.content_type or "",
+                        charset=choose_charset(resp.charset, body, source.parser),
+                        duration=time.monotonic() - started,
+                        not_modified=status == 304,
+                        etag=resp.headers.get("ETag"),
+                        last_modified=resp.headers.get("Last-Modified"),
+                    )
         finally:
             m.in_flight.dec()
-            m.requests.labels(source.name, host, status_class(status)).inc()
+            m.requests.labels(source.name, request.host, status_class(status)).inc()
             m.request_duration.labels(source.name).observe(time.monotonic() - started)
             m.response_bytes.labels(source.name).inc(len(body))
-        return page
 
-    async def _get_following_redirects(
-        self, source: SourceConfig, url: str, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        """GET `url`, following redirects by hand so every hop is checked like a first request:
-        its scheme, and robots.txt of the host it leads to (aiohttp would follow blindly).
+    async def _get_following_redirects(self, request: Request) -> aiohttp.ClientResponse:
+        """GET the URL, following redirects by hand so every hop is checked like a first
+        request: its scheme, and robots.txt of the host it leads to (aiohttp would follow
+        blindly).
 
         As aiohttp counts them: the `max_redirects`-th redirect response is an error. The
-        conditional headers belong to `url` and are not sent to other URLs.
+        conditional headers belong to the URL asked for and are not sent to other URLs.
         """
-        current, hops = url, 0
+        current, hops = request.url, 0
         while True:
             resp = await self.session.get(
-                current, headers=headers if current == url else None, allow_redirects=False
+                current,
+                headers=request.headers if current == request.url else None,
+                allow_redirects=False,
             )
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                 return resp
@@ -434,13 +416,12 @@ class Fetcher:
                 raise FetchError(ErrorKind.REDIRECT, f"more than {hops - 1} redirects")
             if target.scheme not in ("http", "https"):
                 raise FetchError(ErrorKind.REDIRECT, f"redirect to a {target.scheme!r} URL")
-            if self.fc.robots and source.robots:
-                policy = await self.robots.policy(f"{target.scheme}://{target.raw_authority}")
-                if not policy.allows(str(target), self.config.user_agent):
-                    raise FetchError(
-                        policy.error_kind or ErrorKind.ROBOTS_DENIED,
-                        f"redirected to {target}: {policy.reason or 'disallowed by robots.txt'}",
-                    )
+            await self._check_robots(
+                request.source,
+                str(target),
+                f"{target.scheme}://{target.raw_authority}",
+                context=f"redirected to {target}: ",
+            )
             current = str(target)
 
     async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
@@ -452,18 +433,15 @@ class Fetcher:
         async with self._per_host[host]:
             await self.pacer.wait(host, self.fc.politeness_delay)
             try:
-                async with self.session.get(
-                    url, allow_redirects=True, max_redirects=self.fc.max_redirects
-                ) as resp:
-                    status = resp.status
-                    if not 200 <= status < 300:
-                        return status, b""
-                    return status, await self._read_capped(resp, ROBOTS_MAX_BYTES, truncate=True)
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                error = _translate(exc)
-                raise error from (exc if error is not exc else None)
+                with map_aiohttp_errors():
+                    async with self.session.get(
+                        url, allow_redirects=True, max_redirects=self.fc.max_redirects
+                    ) as resp:
+                        status = resp.status
+                        if not 200 <= status < 300:
+                            return status, b""
+                        body = await self._read_capped(resp, ROBOTS_MAX_BYTES, truncate=True)
+                        return status, body
             finally:
                 m.requests.labels("robots", host, status_class(status)).inc()
                 m.request_duration.labels("robots").observe(time.monotonic() - started)
@@ -495,24 +473,3 @@ class Fetcher:
                 raise FetchError(ErrorKind.TOO_LARGE, f"body over the cap of {cap} bytes")
             buf += chunk
         return bytes(buf)
-
-
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
-    status = resp.status
-    if status >= 500:
-        raise FetchError(
-            ErrorKind.HTTP_5XX,
-            f"HTTP {status}",
-            status=status,
-            retry_after=retry_after(resp.headers.get("Retry-After")),
-        )
-    if status >= 400:
-        raise FetchError(
-            ErrorKind.HTTP_4XX,
-            f"HTTP {status}",
-            status=status,
-            retry_after=retry_after(resp.headers.get("Retry-After")),
-        )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -58,6 +59,38 @@ class Validators:
         if self.last_modified:
             h["If-Modified-Since"] = self.last_modified
         return h
+
+
+@dataclass(frozen=True)
+class Revalidation:
+    """What a response taught about a URL: the validators before it and the ones to record.
+
+    `new` is recorded only by `HttpState.put()` once the page's records are committed (see
+    `Fetcher.commit`), so "not modified" can never hide records that were not stored.
+    """
+
+    old: Validators | None
+    new: Validators
+    unchanged: bool  # a full body identical to the last one: as good as a 304
+
+
+def revalidate(
+    old: Validators | None, status: int, etag: str | None, last_modified: str | None, body: bytes
+) -> Revalidation | None:
+    """The bookkeeping of one conditional GET's answer; None when there is nothing to record.
+
+    A 304 keeps the body hash and refreshes any validator the server sent again. A full body is
+    hashed: servers without validators (or with ones that change on every response) still get
+    "not modified" when the bytes are the same.
+    """
+    if status == 304:
+        if old is None:
+            return None
+        new = Validators(etag or old.etag, last_modified or old.last_modified, old.body_hash)
+        return Revalidation(old, new, unchanged=False)
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    unchanged = old is not None and old.body_hash == digest
+    return Revalidation(old, Validators(etag, last_modified, digest), unchanged)
 
 
 _Key = tuple[str, str]

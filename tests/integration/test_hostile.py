@@ -402,6 +402,7 @@ async def test_redirect_to_another_host_obeys_that_hosts_robots(
     finally:
         origin.stop()
     assert err.value.kind is ErrorKind.ROBOTS_DENIED
+    assert str(err.value).endswith("/private/page: disallowed by robots.txt")
     assert hostile.hits["/private/page"] == 0 and hostile.hits["/robots.txt"] == 1
     assert page.status == 200 and hostile.hits["/ok"] == 1
 

@@ -10,15 +10,17 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
 from crawler import robots as robots_mod
 from crawler.breaker import CircuitBreaker, State
 from crawler.config import CircuitConfig
+from crawler.content import check_content_type, choose_charset
 from crawler.errors import ErrorKind, FetchError
-from crawler.fetch import check_content_type, choose_charset, retry_after
-from crawler.httpstate import HttpState, Validators
+from crawler.fetch import map_aiohttp_errors, retry_after
+from crawler.httpstate import HttpState, Validators, revalidate
 from crawler.metrics import Metrics
 from crawler.politeness import HostPacer
 from crawler.robots import RobotsCache
@@ -416,3 +418,44 @@ async def test_http_state_unusable_file_is_not_fatal(
     assert await state.get("s", "u") is None
     await state.close()
     assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind"),
+    [
+        (asyncio.TimeoutError(), ErrorKind.TIMEOUT),
+        (aiohttp.ServerTimeoutError("read"), ErrorKind.TIMEOUT),
+        (aiohttp.TooManyRedirects(None, ()), ErrorKind.REDIRECT),
+        (aiohttp.ClientPayloadError("cut"), ErrorKind.CONNECT),
+        (aiohttp.ServerDisconnectedError(), ErrorKind.CONNECT),
+        (ConnectionResetError("reset"), ErrorKind.CONNECT),
+        (aiohttp.InvalidURL("x"), ErrorKind.BAD_CONTENT),
+        (aiohttp.ClientError("odd"), ErrorKind.CONNECT),
+    ],
+)
+def test_map_aiohttp_errors_translates_at_the_edge(raised: Exception, kind: ErrorKind) -> None:
+    with pytest.raises(FetchError) as err, map_aiohttp_errors():
+        raise raised
+    assert err.value.kind is kind and err.value.__cause__ is raised
+
+
+def test_map_aiohttp_errors_lets_ours_bugs_and_cancellation_through() -> None:
+    ours = FetchError(ErrorKind.HTTP_4XX, "HTTP 404", status=404)
+    for exc in (ours, ValueError("a bug"), asyncio.CancelledError()):
+        with pytest.raises(type(exc)) as err, map_aiohttp_errors():
+            raise exc
+        assert err.value is exc
+
+
+def test_revalidate_hashes_bodies_and_keeps_the_hash_on_304() -> None:
+    first = revalidate(None, 200, '"v1"', None, b"body")
+    assert first is not None and first.old is None and not first.unchanged
+    assert first.new.etag == '"v1"' and first.new.body_hash is not None
+    same = revalidate(first.new, 200, '"v2"', None, b"body")  # new ETag, same bytes
+    assert same is not None and same.unchanged and same.new.etag == '"v2"'
+    changed = revalidate(first.new, 200, None, None, b"other")
+    assert changed is not None and not changed.unchanged
+    kept = revalidate(first.new, 304, None, "Mon, 01 Jan 2026 00:00:00 GMT", b"")
+    assert kept is not None and not kept.unchanged
+    assert kept.new == Validators('"v1"', "Mon, 01 Jan 2026 00:00:00 GMT", first.new.body_hash)
+    assert revalidate(None, 304, None, None, b"") is None  # nothing known, nothing to record
