@@ -233,6 +233,73 @@ def test_inhibitions_cover_target_down_and_critical_over_warning() -> None:
     assert "alertname" in crit["equal"]
 
 
+def test_grouping_by_alert_and_source_keeps_a_bad_hour_to_a_few_messages() -> None:
+    route = yaml.safe_load(AM_CONFIG.read_text())["route"]
+    assert route["group_by"] == ["alertname", "source"]
+    minutes = {"s": 1 / 60, "m": 1, "h": 60}
+
+    def as_minutes(duration: str) -> float:
+        return float(duration[:-1]) * minutes[duration[-1]]
+
+    for sub in route["routes"]:
+        if sub["receiver"] == "heartbeat":
+            continue  # a dead man's switch, not Slack
+        group_interval = as_minutes(sub.get("group_interval", route["group_interval"]))
+        repeat = as_minutes(sub.get("repeat_interval", route["repeat_interval"]))
+        # In one hour a group sends its first message and at most one update per
+        # group_interval (resolved included); no reminder repeats within the hour.
+        assert 1 + 60 / group_interval <= 5, sub["receiver"]
+        assert repeat >= 4 * 60, sub["receiver"]
+
+
+def test_budget_burn_inhibits_overdue_of_the_same_source() -> None:
+    rules = yaml.safe_load(AM_CONFIG.read_text())["inhibit_rules"]
+    (rule,) = [
+        r for r in rules if r["source_matchers"] == ['alertname="CrawlerSourceErrorBudgetBurn"']
+    ]
+    assert rule["target_matchers"] == ['alertname="CrawlerSourceOverdue"']
+    assert rule["equal"] == ["job", "source"]
+
+
+def test_resolved_message_says_how_long_it_lasted(tmp_path: Path) -> None:
+    """Rendered by Debian's amtool (Alertmanager 0.25); the template uses only Go's own
+    functions and reReplaceAll, which Alertmanager 0.33 has as well."""
+    lasted = {"3h5m": "13:05:20", "45m": "10:45:00", "3h": "13:00:10", "under a minute": "10:00:20"}
+    alerts = []
+    for text, end in lasted.items():
+        alert = _alert("resolved", text, f"lasted {text}")
+        alert["endsAt"] = f"2026-01-01T{end}Z"
+        alerts.append(alert)
+    alerts.append(_alert("firing", "still", "still firing"))
+    data = {
+        "receiver": "slack-critical",
+        "status": "firing",
+        "alerts": alerts,
+        "groupLabels": {"alertname": "CrawlerSourceErrorBudgetBurn"},
+        "commonLabels": {"alertname": "CrawlerSourceErrorBudgetBurn"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+    }
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(data))
+    proc = run(
+        require("amtool"),
+        "template",
+        "render",
+        f"--template.glob={ALERTMANAGER / 'templates' / '*.tmpl'}",
+        f"--template.data={data_file}",
+        '--template.text={{ template "crawler.slack.text" . }}',
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for text, end in lasted.items():
+        assert (
+            f"source: `{text}` · instance: `pi:9410` · since 2026-01-01 10:00 UTC, " in proc.stdout
+        )
+        assert f"resolved {end[:5]} UTC, lasted {text}\n" in proc.stdout
+    assert proc.stdout.count("lasted") == len(lasted) * 2  # summary and duration line
+    assert "source: `still` · instance: `pi:9410` · since 2026-01-01 10:00 UTC\n" in proc.stdout
+
+
 def _alert(status: str, source: str, summary: str) -> dict[str, Any]:
     return {
         "status": status,

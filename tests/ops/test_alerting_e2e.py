@@ -315,20 +315,26 @@ def test_failing_site_alerts_slack_then_resolves(
     assert not [a for a in slack.attachments() if "CrawlerWatchdog" in a["title"]]
 
 
-# (alertname, job, instance, severity, inhibited?) posted together to one Alertmanager.
+# (alertname, job, instance, severity, source, inhibited?) posted together to one Alertmanager.
 INHIBITION_CASES = [
     # The crawler target is down: its other alerts are noise ...
-    ("CrawlerTargetDown", "crawler", "pi:9410", "critical", False),
-    ("CrawlerSourceOverdue", "crawler", "pi:9410", "warning", True),
+    ("CrawlerTargetDown", "crawler", "pi:9410", "critical", "", False),
+    ("CrawlerNotReady", "crawler", "pi:9410", "warning", "", True),
     # ... but another crawler's are not.
-    ("CrawlerSourceOverdue", "crawler", "pi2:9410", "warning", False),
+    ("CrawlerNotReady", "crawler", "pi2:9410", "warning", "", False),
     # Critical silences the warning of the same alert and instance only.
-    ("CrawlerSpoolNearCap", "crawler", "pi3:9410", "critical", False),
-    ("CrawlerSpoolNearCap", "crawler", "pi3:9410", "warning", True),
-    ("CrawlerSpoolNearCap", "crawler", "pi4:9410", "warning", False),
+    ("CrawlerSpoolNearCap", "crawler", "pi3:9410", "critical", "", False),
+    ("CrawlerSpoolNearCap", "crawler", "pi3:9410", "warning", "", True),
+    ("CrawlerSpoolNearCap", "crawler", "pi4:9410", "warning", "", False),
     # PostgreSQL down explains the crawler not reaching it.
-    ("CrawlerPostgresDown", "postgres", "pg:9187", "critical", False),
-    ("CrawlerDatabaseUnreachable", "crawler", "pi5:9410", "warning", True),
+    ("CrawlerPostgresDown", "postgres", "pg:9187", "critical", "", False),
+    ("CrawlerDatabaseUnreachable", "crawler", "pi5:9410", "warning", "", True),
+    # A source burning its budget (fast, critical) silences its slow pair and its being
+    # overdue; another source's overdue alert still goes out.
+    ("CrawlerSourceErrorBudgetBurn", "crawler", "", "critical", "news", False),
+    ("CrawlerSourceErrorBudgetBurn", "crawler", "", "warning", "news", True),
+    ("CrawlerSourceOverdue", "crawler", "", "warning", "news", True),
+    ("CrawlerSourceOverdue", "crawler", "", "warning", "shop", False),
 ]
 
 
@@ -351,27 +357,32 @@ def test_alertmanager_inhibitions(
     )
     api = f"http://127.0.0.1:{port}/api/v2/alerts"
     wait_for(lambda: processes.check_alive() or http_ok(f"http://127.0.0.1:{port}/-/ready"))
+
+    def labels(name: str, job: str, instance: str, severity: str, source: str) -> dict[str, str]:
+        given = {"job": job, "instance": instance, "severity": severity, "source": source}
+        return {"alertname": name} | {k: v for k, v in given.items() if v}
+
     alerts = [
-        {
-            "labels": {"alertname": name, "job": job, "instance": instance, "severity": severity},
-            "annotations": {"summary": name},
-        }
-        for name, job, instance, severity, _ in INHIBITION_CASES
+        {"labels": labels(*case[:5]), "annotations": {"summary": case[0]}}
+        for case in INHIBITION_CASES
     ]
     request = urllib.request.Request(
         api, data=json.dumps(alerts).encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert resp.status == 200
-    expected = {(n, i, s): inhibited for n, _, i, s, inhibited in INHIBITION_CASES}
+    expected = {(n, i, sev, src): inhibited for n, _, i, sev, src, inhibited in INHIBITION_CASES}
 
-    def inhibited() -> dict[tuple[str, str, str], bool]:
+    def inhibited() -> dict[tuple[str, str, str, str], bool]:
         with urllib.request.urlopen(api, timeout=5) as resp:
             got = json.load(resp)
         return {
-            (a["labels"]["alertname"], a["labels"]["instance"], a["labels"]["severity"]): bool(
-                a["status"]["inhibitedBy"]
-            )
+            (
+                a["labels"]["alertname"],
+                a["labels"].get("instance", ""),
+                a["labels"]["severity"],
+                a["labels"].get("source", ""),
+            ): bool(a["status"]["inhibitedBy"])
             for a in got
         }
 
