@@ -47,6 +47,21 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=20, metavar="N", help="records shown (default 20)"
     )
     preview.add_argument("--json", action="store_true", help="one JSON object per record")
+    export = add("export", "write stored records as JSON lines or CSV (constant memory)")
+    export.add_argument("sources", nargs="*", help="source names (default: every source)")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument(
+        "--since", metavar="DURATION", help="only records seen within this time (e.g. 1d)"
+    )
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    export.add_argument(
+        "--unprocessed", action="store_true", help="only records not yet marked processed"
+    )
+    export.add_argument(
+        "--mark-processed",
+        action="store_true",
+        help="mark exactly the exported records processed, once the output is complete",
+    )
     return p
 
 
@@ -76,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     # Commands whose stdout is their output log to stderr, so a pipe gets only the data.
-    data_out = args.command in ("preview",)
+    data_out = args.command in ("preview", "export")
     setup_logging(
         config.log_level,
         config.instance,
@@ -92,6 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from crawler.preview import command as preview
 
             return preview(config, args.source, args.url, args.limit, args.json)
+        if args.command == "export":
+            from crawler.export import command as export
+
+            return export(
+                config,
+                args.sources,
+                args.format,
+                args.since,
+                args.output,
+                args.unprocessed,
+                args.mark_processed,
+            )
         return _spool(config, args.drain)
     except KeyboardInterrupt:
         return 130
