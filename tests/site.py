@@ -113,3 +113,21 @@ class Site:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+
+
+def html_source(site: Site, name: str, pages: int, extra_fields: str = "") -> str:
+    """A `sources:` item (YAML) reading the site's HTML pages 0 … pages-1 into id, text, author
+    and tags, keyed by id; `extra_fields` are further `name: selector` lines."""
+    extra = "".join(f"\n      {line}" for line in extra_fields.splitlines())
+    return f"""\
+  - name: {name}
+    every: 1h
+    urls: ["{site.base}/page/{{0..{pages - 1}}}"]
+    items: div.quote
+    fields:
+      id: "xpath:./@data-id"
+      text: span.text::text
+      author: small.author::text
+      tags: {{selector: "a.tag::text", all: true}}{extra}
+    key: [id]
+"""

@@ -19,7 +19,7 @@ from crawler.config import load_config
 from crawler.service import Service
 from tests.crawler_proc import run_cli
 from tests.helpers import free_port, wait_for
-from tests.site import ITEMS_PER_PAGE, Site
+from tests.site import ITEMS_PER_PAGE, Site, html_source
 
 PAGES = 5
 
@@ -35,17 +35,7 @@ log_level: DEBUG
 metrics: {{listen: "127.0.0.1:{port or free_port()}"}}
 {storage}fetch: {{politeness_delay: 0s, robots: false, conditional_get: false, retry: {{attempts: 1}}}}
 sources:
-  - name: html
-    every: 1h
-    urls: ["{site.base}/page/{{0..{PAGES - 1}}}"]
-    items: div.quote
-    fields:
-      id: "xpath:./@data-id"
-      text: span.text::text
-      author: small.author::text
-      tags: {{selector: "a.tag::text", all: true}}
-    key: [id]
-  - name: api
+{html_source(site, "html", PAGES)}  - name: api
     every: 1h
     urls: ["{site.base}/api/{{0..{PAGES - 1}}}"]
     parser: json

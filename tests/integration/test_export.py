@@ -22,7 +22,7 @@ import pytest
 
 from tests.crawler_proc import run_cli
 from tests.helpers import wait_for
-from tests.site import ITEMS_PER_PAGE, Site, items
+from tests.site import ITEMS_PER_PAGE, Site, html_source, items
 
 PAGES = 3
 
@@ -34,17 +34,7 @@ def write_config(site: Site, tmp_path: Path, dsn: str | None) -> Path:
 state_dir: {tmp_path}/var
 {storage}fetch: {{politeness_delay: 0s, robots: false}}
 sources:
-  - name: html
-    every: 1h
-    urls: ["{site.base}/page/{{0..{PAGES - 1}}}"]
-    items: div.quote
-    fields:
-      id: "xpath:./@data-id"
-      text: span.text::text
-      author: small.author::text
-      tags: {{selector: "a.tag::text", all: true}}
-    key: [id]
-  - name: api
+{html_source(site, "html", PAGES)}  - name: api
     every: 1h
     urls: ["{site.base}/api/{{0..{PAGES - 1}}}"]
     parser: json

@@ -13,7 +13,11 @@ import pytest
 from aiohttp import web
 
 from tests.crawler_proc import run_cli
-from tests.site import ITEMS_PER_PAGE, Site, items
+from tests.site import ITEMS_PER_PAGE, Site, html_source, items
+
+FIELDS = """\
+rating: span.rating::text
+is_author: {selector: small.author::text, type: bool}"""
 
 
 def config(site: Site, tmp_path: Path, dsn: str, extra_field: str = "") -> Path:
@@ -23,19 +27,7 @@ state_dir: {tmp_path}/var
 storage: {{dsn: "{dsn}"}}
 fetch: {{politeness_delay: 0s}}
 sources:
-  - name: quotes
-    every: 1h
-    urls: ["{site.base}/page/{{0..2}}"]
-    items: div.quote
-    fields:
-      id: "xpath:./@data-id"
-      text: span.text::text
-      author: small.author::text
-      tags: {{selector: "a.tag::text", all: true}}
-      rating: span.rating::text
-      is_author: {{selector: small.author::text, type: bool}}{extra_field}
-    key: [id]
-""")
+{html_source(site, "quotes", 3, FIELDS + extra_field)}""")
     return path
 
 
@@ -166,7 +158,7 @@ def test_source_or_url_errors_exit_2(
 
 
 def test_config_errors_exit_2(site: Site, tmp_path: Path, pg_dsn: str) -> None:
-    cfg = config(site, tmp_path, pg_dsn, extra_field="\n      bad: 'span[[['")
+    cfg = config(site, tmp_path, pg_dsn, extra_field="\nbad: 'span[[['")
     proc = run_cli("preview", "-c", str(cfg), "quotes")
     assert proc.returncode == 2
     assert f"{cfg}:16: sources.quotes.fields.bad:" in proc.stderr
