@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import pwd
 import shutil
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +93,23 @@ def _unpacked(script: Path) -> Path:
             raise AssertionError(f"{script} failed:\n{proc.stdout}{proc.stderr}")
         _UNPACKED[script] = Path(proc.stdout.strip().splitlines()[-1])
     return _UNPACKED[script]
+
+
+def for_prometheus_2_42(config: dict[str, Any]) -> dict[str, Any]:
+    """prometheus.yml without the settings Debian's Prometheus/promtool 2.42 does not know.
+
+    compose runs Prometheus 3, which reads retention from `storage.tsdb.retention` (its
+    `--storage.tsdb.retention.*` flags are deprecated); 2.42 rejects the key. The tests that run
+    the 2.42 binaries drop it; tests/ops/test_stack.py checks its shape against Prometheus 3.
+    """
+    config = copy.deepcopy(config)
+    storage = config.get("storage", {})
+    storage.get("tsdb", {}).pop("retention", None)
+    if "tsdb" in storage and not storage["tsdb"]:
+        del storage["tsdb"]
+    if "storage" in config and not storage:
+        del config["storage"]
+    return config
 
 
 def wait_for(

@@ -32,7 +32,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import free_port, require, wait_for
+from tests.helpers import for_prometheus_2_42, free_port, require, wait_for
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,9 @@ def http_ok(url: str) -> bool:
 
 def prometheus_config(tmp: Path, crawler: int, prom: int, am: int) -> Path:
     """The project's prometheus.yml and rules, rewritten for a seconds-long test."""
-    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    config = for_prometheus_2_42(
+        yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    )
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am}"]}]
     local = {"prometheus": f"127.0.0.1:{prom}", "alertmanager": f"127.0.0.1:{am}"}

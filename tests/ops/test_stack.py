@@ -470,9 +470,9 @@ def test_every_service_named_in_prometheus_config_exists_in_compose() -> None:
     names = set(services("compose.yaml"))
     seen = {must_be_service(where, addr, names) for where, addr in prometheus_addresses()}
     # The scrape config reaches the crawler, the exporters and Alertmanager.
+    # node-exporter is reached on the host (see test_node_exporter_sees_the_hosts_network).
     assert {
         "crawler",
-        "node-exporter",
         "postgres-exporter",
         "pipeline-exporter",
         "alertmanager",
@@ -597,6 +597,36 @@ def test_pi_node_exporter_reads_the_throttling_textfile() -> None:
     mounts = dict(v.split(":")[:2][::-1] for v in node["volumes"])
     assert mounts["/textfile"] == str(DEFAULT_OUTPUT.parent)
     assert "--collector.textfile.directory=/textfile" in node["command"]
+
+
+# ----------------------------------------------------------------- node_exporter, Prometheus
+
+
+@pytest.mark.parametrize("rel", COMPOSE_FILES)
+def test_node_exporter_sees_the_hosts_network(rel: str) -> None:
+    """In its own network namespace node_exporter reports the container's veth, not wlan0/eth0."""
+    node = services(rel)["node-exporter"]
+    assert node.get("network_mode") == "host", f"{rel}: node-exporter without network_mode: host"
+    assert node.get("pid") == "host"
+    assert "ports" not in node, f"{rel}: ports mean nothing in the host's network"
+
+
+def test_prometheus_reaches_node_exporter_on_the_host() -> None:
+    prom = services("compose.yaml")["prometheus"]
+    assert "host.docker.internal:host-gateway" in prom.get("extra_hosts", [])
+    targets = [t for group in load_yaml("prometheus/targets/node.yml") for t in group["targets"]]
+    assert targets == ["host.docker.internal:9100"]
+
+
+def test_prometheus_retention_is_in_its_config_file() -> None:
+    """Prometheus 3 deprecates the --storage.tsdb.retention.* flags for storage.tsdb.retention."""
+    command = services("compose.yaml")["prometheus"]["command"]
+    assert not [c for c in command if c.startswith("--storage.tsdb.retention")], command
+    retention = load_yaml("prometheus/prometheus.yml")["storage"]["tsdb"]["retention"]
+    # Prometheus 3's TSDBRetentionConfig: time (a duration) and size (bytes, e.g. 4GB).
+    assert set(retention) <= {"time", "size"} and retention, retention
+    assert re.fullmatch(r"(\d+[ywdhms])+", retention["time"]), retention
+    assert re.fullmatch(r"\d+(KB|MB|GB|TB|PB|EB|B)", retention["size"]), retention
 
 
 # ----------------------------------------------------------------- Dockerfile
