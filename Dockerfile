@@ -7,7 +7,9 @@
 # (psycopg-binary ships none for 32-bit ARM) and some dependencies may have to
 # be compiled there. Runtime stage: the virtualenv, libpq and nothing else.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Pinned by tag and by digest (the multi-platform index), so a re-pushed tag
+# cannot change what is built.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 FROM ${PYTHON_IMAGE} AS build
 # Debian package versions are not pinned (DL3008): the pinned base image fixes
@@ -20,12 +22,19 @@ RUN apt-get update \
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY crawler ./crawler
 COPY exporters ./exporters
-# psycopg[c]: the C implementation, compiled here against libpq-dev, on every
-# architecture alike; the runtime only needs libpq5.
-RUN /opt/venv/bin/pip install "psycopg[c]>=3.2" . \
+# Every dependency from requirements.lock (scripts/lock), each file checked
+# against its SHA-256: a changed or substituted package stops the build. It
+# includes psycopg[c], the C implementation, compiled here against libpq-dev on
+# every architecture alike; the runtime only needs libpq5. Then the project
+# itself without dependencies, and `pip check` fails the build if the lock
+# misses one. (Build-only requirements of source packages, such as setuptools,
+# come from pip's isolated build environment, which pip does not hash-check.)
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock \
+ && /opt/venv/bin/pip install --no-deps . \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -c "import psycopg; assert psycopg.pq.__impl__ == 'c', psycopg.pq.__impl__"
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -46,6 +46,9 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pi-cra
 
 # The names agreed across the project (issue 6).
 SERVICE_PORTS = {
+    # Its own health route; it serves Grafana, Prometheus, Alertmanager and Loki
+    # on their usual ports (proxy/Caddyfile), reached by clients, never by name.
+    "proxy": 8081,
     "postgres": 5432,
     "prometheus": 9090,
     "alertmanager": 9093,
@@ -58,12 +61,28 @@ SERVICE_PORTS = {
     "pipeline-exporter": 9411,
     "backup": 0,  # listens on no port
 }
-SECRETS = {"slack_webhook_url", "postgres_password", "grafana_admin_password", "backup_db_password"}
+# Every secret is a file secrets/NAME.txt that scripts/setup-secrets writes, and the
+# variable it takes the value from when .env sets it.
 SECRET_ENV = {
     "postgres_password": "POSTGRES_PASSWORD",
+    "crawler_db_password": "CRAWLER_DB_PASSWORD",
+    "grafana_db_password": "GRAFANA_DB_PASSWORD",
+    "exporter_db_password": "EXPORTER_DB_PASSWORD",
+    "pipeline_db_password": "PIPELINE_DB_PASSWORD",
     "grafana_admin_password": "GRAFANA_ADMIN_PASSWORD",
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "backup_db_password": "BACKUP_DB_PASSWORD",
+    "loki_push_password": "LOKI_PUSH_PASSWORD",
+    "pi_metrics_password": "PI_METRICS_PASSWORD",
+}
+# Caddy's user lists, made from the proxy's passwords (not from a variable).
+USER_LISTS = {"proxy_users", "loki_push_users"}
+SECRETS = set(SECRET_ENV) | USER_LISTS
+# Images without a digest, and why (every other image is pinned by tag and digest).
+NO_DIGEST = {
+    "grafana/promtail:3.6.11": "no digest for this tag could be verified",
+    "prom/node-exporter:v1.11.1": "two different digests published for this tag; neither verified",
+    "pi-crawler:0.1.0": "built from this repository (Dockerfile)",
 }
 # Images without a shell or HTTP client to run a healthcheck with.
 NO_HEALTHCHECK = {"loki": "distroless image: only /usr/bin/loki"}
@@ -81,7 +100,13 @@ def compose(rel: str) -> dict[str, Any]:
 
 
 def is_pinned(image: str) -> bool:
-    """An exact release (MAJOR.MINOR.PATCH, optional v and variant suffixes); never latest."""
+    """An exact release (MAJOR.MINOR.PATCH, optional v and variant suffixes); never latest.
+
+    A digest after the tag (`name:tag@sha256:...`) is allowed, never instead of it.
+    """
+    image, _, digest = image.partition("@")
+    if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        return False
     name, _, tag = image.rpartition(":")
     if not name or "/" in tag or tag == "latest":
         return False
@@ -101,13 +126,7 @@ def fake_env(empty: bool = False) -> dict[str, str]:
         key, _, value = line.partition("=")
         env[key] = value
     if not empty:
-        env.update(
-            POSTGRES_PASSWORD="pw-for-tests",
-            GRAFANA_ADMIN_PASSWORD="admin-for-tests",
-            SLACK_WEBHOOK_URL="https://hooks.slack.invalid/T000/B000/XXXX",
-            BACKUP_DB_PASSWORD="backup-for-tests",
-            NAS_ADDRESS="192.0.2.10",
-        )
+        env.update(NAS_NAME="nas.example", NAS_ADDRESS="192.0.2.10")
     return env
 
 
@@ -224,17 +243,36 @@ def test_all_in_one_default_runs_the_crawler_and_nas_only_does_not(compose_bin: 
 
 
 @pytest.mark.parametrize("rel", COMPOSE_FILES)
-def test_compose_refuses_to_start_with_an_example_secret_left_empty(
-    rel: str, compose_bin: Path
-) -> None:
-    data = compose(rel)
-    used = [SECRET_ENV[name] for name in data["secrets"]]
-    assert used
-    for var in used:
+def test_compose_refuses_to_start_without_the_nas_names(rel: str, compose_bin: Path) -> None:
+    for var in ("NAS_NAME", "NAS_ADDRESS"):
         result = run_compose(compose_bin, rel, {**fake_env(), var: ""}, "config", "-q")
         assert result.returncode != 0, f"{rel} starts with {var} empty"
         assert var in result.stderr and ".env" in result.stderr, result.stderr
     assert run_compose(compose_bin, rel, fake_env(empty=True), "config", "-q").returncode != 0
+
+
+def test_compose_config_shows_secret_paths_never_values(compose_bin: Path, tmp_path: Path) -> None:
+    """`docker compose config` on a project whose secrets/ holds real values prints none."""
+    for rel in ("compose.yaml", ".env.example"):
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    (tmp_path / "secrets").mkdir()
+    values = {}
+    for name in compose("compose.yaml")["secrets"]:
+        values[name] = f"sentinel-{name}-7c1e"
+        (tmp_path / "secrets" / f"{name}.txt").write_text(values[name])
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(CACHE)}
+    result = subprocess.run(
+        [str(compose_bin), "--project-directory", str(tmp_path), "config"],
+        env={**base, **fake_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    for name, value in values.items():
+        assert value not in result.stdout, f"{name}'s value is in the output"
+        assert str(tmp_path / "secrets" / f"{name}.txt") in result.stdout
 
 
 # ----------------------------------------------------------------- compose rules
@@ -256,6 +294,8 @@ def test_every_image_is_pinned_to_an_exact_version(rel: str) -> None:
             f"{rel}: {name} has no image (a built service needs a pinned tag too)"
         )
         assert is_pinned(svc["image"]), f"{rel}: {name} uses unpinned image {svc['image']}"
+        if "@" not in svc["image"]:
+            assert svc["image"] in NO_DIGEST, f"{rel}: {name}: {svc['image']} has no digest"
 
 
 def test_pin_check_rejects_floating_tags() -> None:
@@ -269,6 +309,9 @@ def test_pin_check_rejects_floating_tags() -> None:
     ]:
         assert not is_pinned(image), image
     assert is_pinned("prom/prometheus:v3.14.0") and is_pinned("postgres:17.6-bookworm")
+    assert is_pinned("caddy:2.11.7-alpine@sha256:" + "0" * 64)
+    assert not is_pinned("caddy@sha256:" + "0" * 64)  # a digest alone says no version
+    assert not is_pinned("caddy:2.11.7-alpine@sha256:abc")
 
 
 @pytest.mark.parametrize("rel", COMPOSE_FILES)
@@ -343,14 +386,19 @@ def test_agreed_mount_points() -> None:
 
 
 @pytest.mark.parametrize("rel", COMPOSE_FILES)
-def test_secrets_are_docker_secrets_from_the_env_file(rel: str) -> None:
+def test_secrets_are_files_in_the_secrets_folder(rel: str) -> None:
     data = compose(rel)
     declared = data["secrets"]
+    setup = (ROOT / "scripts" / "setup-secrets").read_text(encoding="utf-8")
     for name, spec in declared.items():
-        assert spec == {"environment": SECRET_ENV[name]}, name
-        # Compose refuses to start without the value (interpolation with :?).
-        required = data.get("x-required-secrets", data.get("x-required", {}))
-        assert any(f"${{{SECRET_ENV[name]}:?" in str(v) for v in required.values()), name
+        assert list(spec) == ["file"] and spec["file"].startswith("./secrets/"), name
+        if rel == "compose.yaml":
+            assert spec["file"] == f"./secrets/{name}.txt", name
+            # scripts/setup-secrets writes each one, from its .env variable if any.
+            assert re.search(rf"^(secret|users) {name} ", setup, re.M), name
+            if name in SECRET_ENV:
+                assert f"secret {name} {SECRET_ENV[name]} " in setup
+    assert "secrets/*" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
     for name, svc in data["services"].items():
         env = svc.get("environment", {})
         for key, value in env.items():
@@ -370,33 +418,48 @@ def test_each_secret_reaches_the_service_that_reads_it() -> None:
         svcs["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"]
         == "/run/secrets/postgres_password"
     )
+    # The init script reads each role's password (postgres/init/10-roles.sh).
+    assert {
+        "crawler_db_password",
+        "grafana_db_password",
+        "exporter_db_password",
+        "pipeline_db_password",
+        "backup_db_password",
+    } <= set(svcs["postgres"]["secrets"])
     assert (
         svcs["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
         == "/run/secrets/grafana_admin_password"
     )
-    assert {"grafana_admin_password", "postgres_password"} <= set(svcs["grafana"]["secrets"])
+    assert set(svcs["grafana"]["secrets"]) == {"grafana_admin_password", "grafana_db_password"}
     assert (
         svcs["postgres-exporter"]["environment"]["DATA_SOURCE_PASS_FILE"]
-        == "/run/secrets/postgres_password"
+        == "/run/secrets/exporter_db_password"
     )
-    for name in ("crawler", "pipeline-exporter", "postgres-exporter"):
-        assert "postgres_password" in svcs[name]["secrets"]
+    assert svcs["postgres-exporter"]["environment"]["DATA_SOURCE_USER"] == "exporter"
+    assert svcs["postgres-exporter"]["secrets"] == ["exporter_db_password"]
+    assert svcs["pipeline-exporter"]["secrets"] == ["pipeline_db_password"]
+    assert "pipeline_reader@" in svcs["pipeline-exporter"]["environment"]["PIPELINE_DSN"]
+    assert svcs["crawler"]["secrets"] == ["crawler_db_password"]
+    assert set(svcs["proxy"]["secrets"]) == USER_LISTS
+    assert svcs["prometheus"]["secrets"] == ["pi_metrics_password"]
+    # Only the superuser's own service sees its password.
+    holders = {n for n, svc in svcs.items() if "postgres_password" in svc.get("secrets", [])}
+    assert holders == {"postgres"}
     am = (ROOT / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8")
     assert "/run/secrets/slack_webhook_url" in am
 
 
-def test_env_example_leaves_every_secret_empty() -> None:
+def test_env_example_sets_no_secret() -> None:
     env = fake_env(empty=True)
     for var in SECRET_ENV.values():
-        assert var in env and env[var] == "", (
-            f"{var} must be empty in .env.example (no default left in place)"
-        )
+        assert var not in env, f"{var} belongs in secrets/ (scripts/setup-secrets), not .env"
+    assert env["NAS_NAME"] == "" and env["NAS_ADDRESS"] == ""
 
 
 def test_compose_crawler_config_matches_compose() -> None:
     cfg = load_yaml("examples/compose-crawler.yaml")
     assert cfg["metrics"]["listen"] == "0.0.0.0:9410"
-    assert cfg["storage"]["password_file"] == "/run/secrets/postgres_password"
+    assert cfg["storage"]["password_file"] == "/run/secrets/crawler_db_password"
     assert urlsplit(cfg["storage"]["dsn"]).hostname == "postgres"
     assert urlsplit(cfg["storage"]["dsn"]).password is None
     assert cfg["state_dir"] == "/var/lib/crawler"
@@ -404,10 +467,10 @@ def test_compose_crawler_config_matches_compose() -> None:
 
 def test_crawler_check_accepts_the_compose_config(tmp_path: Path) -> None:
     """`crawler check` on the compose config, with the secret at a local path."""
-    secret = tmp_path / "postgres_password"
+    secret = tmp_path / "crawler_db_password"
     secret.write_text("pw\n", encoding="utf-8")
     text = (ROOT / "examples" / "compose-crawler.yaml").read_text(encoding="utf-8")
-    text = text.replace("/run/secrets/postgres_password", str(secret))
+    text = text.replace("/run/secrets/crawler_db_password", str(secret))
     text = text.replace("/var/lib/crawler", str(tmp_path / "state"))
     cfg = tmp_path / "crawler.yaml"
     cfg.write_text(text, encoding="utf-8")
@@ -669,7 +732,13 @@ def test_dockerfile_is_multi_stage_pinned_and_non_root() -> None:
         "compilers belong in the build stage"
     )
     build_runs = " ".join(rest for instr, rest in stages[0]["lines"] if instr == "RUN")
-    assert "libpq-dev" in build_runs and "psycopg[c]" in build_runs
+    assert "libpq-dev" in build_runs
+    # Dependencies only from the hash-locked file (psycopg[c] among them), then the
+    # project without dependencies.
+    assert "pip install --require-hashes -r requirements.lock" in build_runs
+    assert "pip install --no-deps ." in build_runs and "pip check" in build_runs
+    lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    assert re.search(r"^psycopg-c==", lock, re.M)
     assert any(instr == "COPY" and "--from=" in rest for instr, rest in final)
 
 
@@ -718,12 +787,14 @@ def test_stack_docs() -> None:
     text = (ROOT / "docs" / "stack.md").read_text(encoding="utf-8")
     commands = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S)
     first = [c.strip() for c in commands[0].strip().splitlines()]
-    assert first == ["cp .env.example .env", "docker compose up"]
+    assert first == ["cp .env.example .env", "scripts/setup-secrets", "docker compose up"]
+    # Everything through the proxy, over HTTPS.
     for url in (
-        "http://localhost:3000",
-        "http://localhost:9090",
-        "http://localhost:9093",
-        "http://localhost:3100",
+        "https://nas.local:3000",
+        "https://nas.local:9090",
+        "https://nas.local:9093",
+        "https://nas.local:3100",
     ):
         assert url in text, url
+    assert "http://localhost:" not in text
     assert "2026-03-02" in text and "3.6" in text and "armv7" in text

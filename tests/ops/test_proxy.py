@@ -1,0 +1,295 @@
+"""The front door for real: Debian's Caddy, on 127.0.0.1, runs the repository's Caddyfile in
+front of a real Prometheus and a real Alertmanager (the Debian packages' binaries).
+
+The user lists and passwords come from scripts/setup-secrets, run in a temporary folder, so the
+test also proves that what the setup command writes is what Caddy accepts. Only what must change
+outside Docker is rewritten: the upstreams' addresses, the listening ports, the secrets' paths,
+and `basic_auth` spelled `basicauth` for Caddy 2.6. Loki does not run here (no Debian package);
+an aiohttp stand-in on 127.0.0.1 takes its place and counts which paths reach it.
+
+Clients verify the proxy's certificate against the root of Caddy's own local CA.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import free_port, require, wait_for
+from tests.site import Site
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Front:
+    ports: dict[str, int]  # service -> the proxy's port for it
+    ca: ssl.SSLContext
+    admin: str  # "user:password"
+    push: str
+    loki: Site
+    alertmanager_port: int
+    health_port: int
+
+
+def up(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def request(
+    front: Front,
+    service: str,
+    path: str,
+    auth: str | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> tuple[int, bytes, dict[str, str]]:
+    url = f"https://localhost:{front.ports[service]}{path}"
+    req = urllib.request.Request(url, data=body, method=method)
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=front.ca) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+    tmp = tmp_path_factory.mktemp("proxy")
+    # Secrets as the NAS would have them.
+    (tmp / "scripts").mkdir()
+    for name in ("setup-secrets", "hash-password"):
+        shutil.copy(ROOT / "scripts" / name, tmp / "scripts" / name)
+    (tmp / ".env").write_text(
+        "GRAFANA_ADMIN_PASSWORD=unused\nSLACK_WEBHOOK_URL=https://hooks.slack.invalid/x\n"
+        "PROXY_ADMIN_PASSWORD=admin-pw-for-tests\n"
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
+    setup = subprocess.run(
+        [str(tmp / "scripts" / "setup-secrets")],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    secrets = tmp / "secrets"
+    push_pw = (secrets / "loki_push_password.txt").read_text()
+
+    prom_port, am_port, dead_port = free_port(), free_port(), free_port()
+    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
+    (tmp / "alertmanager.yml").write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
+        log = (tmp / f"{name}.log").open("wb")
+        logs.append(log)
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(extra_env or {})},
+                cwd=tmp,
+            )
+        )
+
+    async def pushed(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def queried(request: web.Request) -> web.Response:
+        return web.json_response({"status": "success"})
+
+    loki = Site()
+    loki.app.router.add_post("/loki/api/v1/push", pushed)
+    loki.app.router.add_get("/loki/api/v1/query_range", queried)
+    loki.start()
+
+    # The same flags as compose.yaml (no --web.enable-lifecycle), on 127.0.0.1.
+    start(
+        "prometheus",
+        [
+            require("prometheus"),
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+    )
+    start(
+        "alertmanager",
+        [
+            require("prometheus-alertmanager"),
+            f"--config.file={tmp / 'alertmanager.yml'}",
+            f"--storage.path={tmp / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ],
+    )
+
+    ports = {name: free_port() for name in ("grafana", "prometheus", "alertmanager", "loki")}
+    health = free_port()
+    text = (ROOT / "proxy" / "Caddyfile").read_text(encoding="utf-8")
+    text = re.sub(r"\bbasic_auth\b", "basicauth", text)
+    for name, usual in (("grafana", 3000), ("prometheus", 9090), ("alertmanager", 9093)):
+        text = text.replace(f"}}:{usual}", f"}}:{ports[name]}")
+    text = text.replace("}:3100", f"}}:{ports['loki']}")
+    text = text.replace("127.0.0.1:8081", f"127.0.0.1:{health}")
+    text = text.replace("reverse_proxy prometheus:9090", f"reverse_proxy 127.0.0.1:{prom_port}")
+    text = text.replace("reverse_proxy alertmanager:9093", f"reverse_proxy 127.0.0.1:{am_port}")
+    text = text.replace("reverse_proxy loki:3100", f"reverse_proxy 127.0.0.1:{loki.port}")
+    text = text.replace("reverse_proxy grafana:3000", f"reverse_proxy 127.0.0.1:{dead_port}")
+    assert "prometheus:9090" not in text and "loki:3100" not in text
+    (tmp / "Caddyfile").write_text(text)
+    start(
+        "caddy",
+        [require("caddy"), "run", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"],
+        {
+            "HOME": str(tmp),
+            "XDG_DATA_HOME": str(tmp / "caddy-data"),
+            "XDG_CONFIG_HOME": str(tmp / "caddy-config"),
+            "NAS_NAME": "localhost",
+            "NAS_ADDRESS": "127.0.0.1",
+            "PROXY_USERS_FILE": str(secrets / "proxy_users.txt"),
+            "LOKI_PUSH_USERS_FILE": str(secrets / "loki_push_users.txt"),
+        },
+    )
+    try:
+        for port in (prom_port, am_port, *ports.values(), health):
+            wait_for(lambda port=port: up(port), timeout=30)
+        root = tmp / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+        wait_for(root.exists, timeout=30)
+        ca = ssl.create_default_context(cafile=str(root))
+        f = Front(
+            ports=ports,
+            ca=ca,
+            admin="admin:admin-pw-for-tests",
+            push=f"promtail:{push_pw}",
+            loki=loki,
+            alertmanager_port=am_port,
+            health_port=health,
+        )
+
+        def served() -> bool:
+            try:
+                return request(f, "prometheus", "/-/ready")[0] == 401
+            except (ssl.SSLError, urllib.error.URLError, ConnectionError):
+                return False  # the certificate is still being issued
+
+        wait_for(served, timeout=30)
+        yield f
+    except BaseException:
+        for log in logs:
+            log.flush()
+        for name in ("caddy", "prometheus", "alertmanager"):
+            print(f"--- {name}.log\n" + (tmp / f"{name}.log").read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        for log in logs:
+            log.close()
+        loki.stop()
+
+
+def test_prometheus_needs_credentials_and_is_proxied_with_them(front: Front) -> None:
+    status, _, headers = request(front, "prometheus", "/api/v1/status/buildinfo")
+    assert status == 401 and headers.get("Www-Authenticate", "").startswith("Basic")
+    assert request(front, "prometheus", "/api/v1/status/buildinfo", "admin:wrong")[0] == 401
+    assert request(front, "prometheus", "/api/v1/status/buildinfo", front.push)[0] == 401
+    status, body, _ = request(front, "prometheus", "/api/v1/status/buildinfo", front.admin)
+    assert status == 200 and json.loads(body)["status"] == "success"
+    # The lifecycle API: refused by the proxy, and off in the server behind it.
+    assert request(front, "prometheus", "/-/quit", front.admin, method="POST", body=b"")[0] == 403
+    assert request(front, "prometheus", "/-/ready", front.admin)[0] == 200
+
+
+def test_alertmanager_needs_credentials_and_is_proxied_with_them(front: Front) -> None:
+    assert request(front, "alertmanager", "/api/v2/status")[0] == 401
+    silence = json.dumps(
+        {
+            "matchers": [{"name": "alertname", "value": ".*", "isRegex": True}],
+            "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "2036-01-01T00:00:00Z",
+            "createdBy": "intruder",
+            "comment": "silence everything",
+        }
+    ).encode()
+    assert request(front, "alertmanager", "/api/v2/silences", method="POST", body=silence)[0] == 401
+    # Nothing got through: Alertmanager itself (asked directly) holds no silence.
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{front.alertmanager_port}/api/v2/silences", timeout=10
+    ) as resp:
+        assert json.loads(resp.read()) == []
+    status, body, _ = request(front, "alertmanager", "/api/v2/status", front.admin)
+    assert status == 200 and "config" in json.loads(body)
+    assert (
+        request(front, "alertmanager", "/-/reload", front.admin, method="POST", body=b"")[0] == 403
+    )
+
+
+def test_loki_takes_pushes_from_the_push_account_only(front: Front) -> None:
+    push = b'{"streams": []}'
+    assert request(front, "loki", "/loki/api/v1/push", method="POST", body=push)[0] == 401
+    assert request(front, "loki", "/loki/api/v1/push", front.admin, "POST", push)[0] == 401
+    before = front.loki.hits["/loki/api/v1/push"]
+    assert request(front, "loki", "/loki/api/v1/push", front.push, "POST", push)[0] == 204
+    assert front.loki.hits["/loki/api/v1/push"] == before + 1
+    # Queries: the admin account, not the push one.
+    assert request(front, "loki", "/loki/api/v1/query_range?query=x")[0] == 401
+    assert request(front, "loki", "/loki/api/v1/query_range?query=x", front.push)[0] == 401
+    assert request(front, "loki", "/loki/api/v1/query_range?query=x", front.admin)[0] == 200
+    # Deletion and the other admin paths never reach Loki, whoever asks.
+    for path in ("/loki/api/v1/delete", "/flush", "/config", "/loki/api/v1/rules"):
+        assert request(front, "loki", path, front.admin, "POST", b"{}")[0] == 404
+        assert front.loki.hits[path] == 0
+
+
+def test_grafana_is_tls_only_and_keeps_its_own_login(front: Front) -> None:
+    # No basic-auth challenge from the proxy; Grafana (absent here) would ask itself.
+    status, _, headers = request(front, "grafana", "/login")
+    assert status == 502 and "Www-Authenticate" not in headers
+    # Plain HTTP on the proxy's port is not served.
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{front.ports['grafana']}/login", timeout=5
+        ) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, ConnectionError):
+        status = 0
+    # Caddy answers plain HTTP on a TLS port with 400 (or drops it); never the page.
+    assert status in (0, 400), status
+
+
+def test_health_route_is_plain_http_on_loopback(front: Front) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{front.health_port}/health", timeout=5) as r:
+        assert r.status == 200
