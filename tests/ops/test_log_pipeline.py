@@ -233,6 +233,17 @@ SERVICE_LINES: list[tuple[str, str, dict[str, str]]] = [
         'logger=infra.usagestats t=2026-11-22T14:02:11.512+00:00 level=info msg="Usage stats are ready to report"',
         {"level": "INFO"},
     ),
+    (
+        "proxy",
+        '{"level":"error","ts":1795357974.12,"logger":"http.log.error","msg":"dial tcp: '
+        'lookup grafana: no such host","request":{"remote_ip":"192.168.1.23","method":"GET"}}',
+        {"level": "ERROR"},
+    ),
+    (
+        "proxy",
+        '{"level":"info","ts":1795357974.12,"logger":"tls","msg":"certificate obtained"}',
+        {"level": "INFO"},
+    ),
     # PostgreSQL's own format carries no key=value level: it gets none (no guessing).
     (
         "postgres",
