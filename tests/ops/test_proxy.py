@@ -15,8 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -30,6 +28,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import free_port, require, wait_for
+from tests.nas import caddy_env, caddyfile_for_debian, setup_secrets
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,21 +76,10 @@ def request(
 def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     tmp = tmp_path_factory.mktemp("proxy")
     # Secrets as the NAS would have them.
-    (tmp / "scripts").mkdir()
-    for name in ("setup-secrets", "hash-password"):
-        shutil.copy(ROOT / "scripts" / name, tmp / "scripts" / name)
-    (tmp / ".env").write_text(
+    setup = setup_secrets(
+        tmp,
         "GRAFANA_ADMIN_PASSWORD=unused\nSLACK_WEBHOOK_URL=https://hooks.slack.invalid/x\n"
-        "PROXY_ADMIN_PASSWORD=admin-pw-for-tests\n"
-    )
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
-    setup = subprocess.run(
-        [str(tmp / "scripts" / "setup-secrets")],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        "PROXY_ADMIN_PASSWORD=admin-pw-for-tests\n",
     )
     assert setup.returncode == 0, setup.stdout + setup.stderr
     secrets = tmp / "secrets"
@@ -150,8 +138,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
 
     ports = {name: free_port() for name in ("grafana", "prometheus", "alertmanager", "loki")}
     health = free_port()
-    text = (ROOT / "proxy" / "Caddyfile").read_text(encoding="utf-8")
-    text = re.sub(r"\bbasic_auth\b", "basicauth", text)
+    text = caddyfile_for_debian()
     for name, usual in (("grafana", 3000), ("prometheus", 9090), ("alertmanager", 9093)):
         text = text.replace(f"}}:{usual}", f"}}:{ports[name]}")
     text = text.replace("}:3100", f"}}:{ports['loki']}")
@@ -165,15 +152,13 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     start(
         "caddy",
         [require("caddy"), "run", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"],
-        {
-            "HOME": str(tmp),
-            "XDG_DATA_HOME": str(tmp / "caddy-data"),
-            "XDG_CONFIG_HOME": str(tmp / "caddy-config"),
-            "NAS_NAME": "localhost",
-            "NAS_ADDRESS": "127.0.0.1",
-            "PROXY_USERS_FILE": str(secrets / "proxy_users.txt"),
-            "LOKI_PUSH_USERS_FILE": str(secrets / "loki_push_users.txt"),
-        },
+        caddy_env(
+            tmp,
+            secrets / "proxy_users.txt",
+            secrets / "loki_push_users.txt",
+            name="localhost",
+            address="127.0.0.1",
+        ),
     )
     try:
         for port in (prom_port, am_port, *ports.values(), health):

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.helpers import require
+from tests.nas import caddy, caddy_env, caddyfile_for_debian, setup_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES_SCRIPT = ROOT / "postgres" / "init" / "10-roles.sh"
@@ -37,24 +38,10 @@ def load_yaml(rel: str) -> Any:
     return yaml.safe_load((ROOT / rel).read_text(encoding="utf-8"))
 
 
-def caddyfile_for_debian(text: str) -> str:
-    """The Caddyfile as Debian's Caddy 2.6 reads it: `basic_auth` was `basicauth` before 2.8."""
-    return re.sub(r"\bbasic_auth\b", "basicauth", text)
-
-
-def caddy_env(tmp: Path, users: str = "admin $2a$14$" + "a" * 53) -> dict[str, str]:
-    """Environment for running Caddy on the repository's Caddyfile without Docker."""
-    (tmp / "users.txt").write_text(users)
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp),
-        "XDG_DATA_HOME": str(tmp / "data"),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "NAS_NAME": "nas.example",
-        "NAS_ADDRESS": "192.0.2.10",
-        "PROXY_USERS_FILE": str(tmp / "users.txt"),
-        "LOKI_PUSH_USERS_FILE": str(tmp / "users.txt"),
-    }
+def env_for(tmp: Path) -> dict[str, str]:
+    """Caddy's environment, with one user list (a syntactically valid bcrypt hash) for both."""
+    (tmp / "users.txt").write_text("admin $2a$14$" + "a" * 53)
+    return caddy_env(tmp, tmp / "users.txt", tmp / "users.txt")
 
 
 # ----------------------------------------------------------------- ports
@@ -91,44 +78,25 @@ def test_loki_cannot_delete() -> None:
 def adapted(tmp_path: Path) -> dict[str, Any]:
     """The Caddyfile as Caddy's own JSON (`caddy adapt`), from Debian's Caddy."""
     caddyfile = tmp_path / "Caddyfile"
-    caddyfile.write_text(caddyfile_for_debian((ROOT / "proxy" / "Caddyfile").read_text()))
-    result = subprocess.run(
-        [require("caddy"), "adapt", "--config", str(caddyfile), "--adapter", "caddyfile"],
-        env=caddy_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    caddyfile.write_text(caddyfile_for_debian())
+    result = caddy("adapt", caddyfile, env_for(tmp_path))
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
 
 def test_caddy_validates_the_caddyfile(tmp_path: Path) -> None:
     caddyfile = tmp_path / "Caddyfile"
-    caddyfile.write_text(caddyfile_for_debian((ROOT / "proxy" / "Caddyfile").read_text()))
-    result = subprocess.run(
-        [require("caddy"), "validate", "--config", str(caddyfile), "--adapter", "caddyfile"],
-        env=caddy_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    caddyfile.write_text(caddyfile_for_debian())
+    result = caddy("validate", caddyfile, env_for(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid configuration" in result.stdout + result.stderr
 
 
 def test_caddy_validate_catches_a_broken_caddyfile(tmp_path: Path) -> None:
     caddyfile = tmp_path / "Caddyfile"
-    text = caddyfile_for_debian((ROOT / "proxy" / "Caddyfile").read_text())
-    caddyfile.write_text(text.replace("reverse_proxy prometheus", "reverse_prox prometheus"))
-    result = subprocess.run(
-        [require("caddy"), "validate", "--config", str(caddyfile), "--adapter", "caddyfile"],
-        env=caddy_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
+    broken = caddyfile_for_debian().replace("reverse_proxy prometheus", "reverse_prox prometheus")
+    caddyfile.write_text(broken)
+    assert caddy("validate", caddyfile, env_for(tmp_path)).returncode != 0
 
 
 def handlers(route: dict[str, Any]) -> list[dict[str, Any]]:
@@ -319,24 +287,12 @@ def test_grafana_reads_postgres_as_the_reader_role() -> None:
 
 
 def test_setup_secrets_writes_private_files_from_env(tmp_path: Path) -> None:
-    (tmp_path / "scripts").mkdir()
-    for name in ("setup-secrets", "hash-password"):
-        shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
-    (tmp_path / ".env").write_text(
+    dotenv = (
         "GRAFANA_ADMIN_PASSWORD=g-pw\n"
         "SLACK_WEBHOOK_URL='https://hooks.slack.invalid/T0/B0/x'\n"
         "PROXY_ADMIN_PASSWORD=p$w\n"
     )
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
-    run = lambda: subprocess.run(  # noqa: E731
-        [str(tmp_path / "scripts" / "setup-secrets")],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    first = run()
+    first = setup_secrets(tmp_path, dotenv)
     assert first.returncode == 0, first.stdout + first.stderr
     secrets = tmp_path / "secrets"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
@@ -358,13 +314,12 @@ def test_setup_secrets_writes_private_files_from_env(tmp_path: Path) -> None:
         assert p.read_text() not in first.stdout + first.stderr
     # A second run keeps every file.
     before = {p.name: p.read_text() for p in secrets.iterdir()}
-    second = run()
+    second = setup_secrets(tmp_path, dotenv)
     assert second.returncode == 0, second.stderr
     assert {p.name: p.read_text() for p in secrets.iterdir()} == before
     # Without .env and without a terminal, what a person must choose is an error, not a default.
     shutil.rmtree(secrets)
-    (tmp_path / ".env").unlink()
-    third = run()
+    third = setup_secrets(tmp_path, None)
     assert third.returncode != 0 and "no terminal" in third.stderr
 
 
