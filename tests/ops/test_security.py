@@ -54,8 +54,13 @@ def test_only_the_proxy_and_postgres_publish_ports() -> None:
     proxy_ports = {int(str(p).split(":")[-1]) for p in services["proxy"]["ports"]}
     assert proxy_ports == {3000, 9090, 9093, 3100}
     for name, svc in services.items():
-        assert svc.get("network_mode") != "host", f"{name} would bypass the published ports"
         assert "expose" not in svc or name == "proxy"
+        if svc.get("network_mode") == "host":
+            # Its port is on the LAN without being published: only node_exporter, which
+            # sees the host's interfaces there, and only behind a password.
+            assert name == "node-exporter", f"{name} would bypass the published ports"
+            assert "--web.config.file=/run/secrets/metrics_web_config" in svc["command"]
+            assert svc["secrets"] == ["metrics_web_config"]
 
 
 def test_prometheus_has_no_lifecycle_api() -> None:
@@ -297,11 +302,14 @@ def test_setup_secrets_writes_private_files_from_env(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
     names = {p.stem for p in secrets.iterdir()}
+    web = yaml.safe_load((secrets / "metrics_web_config.yml").read_text())
+    assert list(web["basic_auth_users"]) == ["prometheus"]
     compose_names = set(load_yaml("compose.yaml")["secrets"])
     assert compose_names <= names
     for p in secrets.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
-        assert p.read_text() and not p.read_text().endswith("\n"), p.name
+        if p.suffix == ".txt":
+            assert p.read_text() and not p.read_text().endswith("\n"), p.name
     assert (secrets / "slack_webhook_url.txt").read_text() == "https://hooks.slack.invalid/T0/B0/x"
     assert (secrets / "proxy_admin_password.txt").read_text() == "p$w"
     made = (secrets / "crawler_db_password.txt").read_text()
@@ -358,3 +366,54 @@ def test_requirements_lock_covers_pyproject_with_hashes() -> None:
     blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock.split("\n", 2)[2])
     for block in blocks:
         assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def test_node_exporter_asks_for_the_password_setup_secrets_made(tmp_path: Path) -> None:
+    """A real node_exporter with the web config scripts/setup-secrets wrote: 401, then 200."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers import free_port, wait_for
+
+    assert (
+        setup_secrets(
+            tmp_path, "GRAFANA_ADMIN_PASSWORD=g\nSLACK_WEBHOOK_URL=s\nPROXY_ADMIN_PASSWORD=p\n"
+        ).returncode
+        == 0
+    )
+    secrets = tmp_path / "secrets"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            require("prometheus-node-exporter"),
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.config.file={secrets / 'metrics_web_config.yml'}",
+            "--collector.disable-defaults",
+            "--collector.time",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def status(auth: str | None) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    try:
+        wait_for(lambda: status(None), timeout=20)
+        password = (secrets / "pi_metrics_password.txt").read_text()
+        assert status(None) == 401
+        assert status("prometheus:wrong") == 401
+        assert status(f"prometheus:{password}") == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -77,7 +77,15 @@ SECRET_ENV = {
 }
 # Caddy's user lists, made from the proxy's passwords (not from a variable).
 USER_LISTS = {"proxy_users", "loki_push_users"}
-SECRETS = set(SECRET_ENV) | USER_LISTS
+# node_exporter's exporter-toolkit web config (YAML), made from pi_metrics_password.
+WEB_CONFIGS = {"metrics_web_config"}
+SECRETS = set(SECRET_ENV) | USER_LISTS | WEB_CONFIGS
+
+
+def secret_file(name: str) -> str:
+    return f"./secrets/{name}.yml" if name in WEB_CONFIGS else f"./secrets/{name}.txt"
+
+
 # Images without a digest, and why (every other image is pinned by tag and digest).
 NO_DIGEST = {
     "grafana/promtail:3.6.11": "no digest for this tag could be verified",
@@ -259,7 +267,7 @@ def test_compose_config_shows_secret_paths_never_values(compose_bin: Path, tmp_p
     values = {}
     for name in compose("compose.yaml")["secrets"]:
         values[name] = f"sentinel-{name}-7c1e"
-        (tmp_path / "secrets" / f"{name}.txt").write_text(values[name])
+        (tmp_path / secret_file(name)).write_text(values[name])
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(CACHE)}
     result = subprocess.run(
         [str(compose_bin), "--project-directory", str(tmp_path), "config"],
@@ -272,7 +280,7 @@ def test_compose_config_shows_secret_paths_never_values(compose_bin: Path, tmp_p
     assert result.returncode == 0, result.stderr
     for name, value in values.items():
         assert value not in result.stdout, f"{name}'s value is in the output"
-        assert str(tmp_path / "secrets" / f"{name}.txt") in result.stdout
+        assert str((tmp_path / secret_file(name)).resolve()) in result.stdout
 
 
 # ----------------------------------------------------------------- compose rules
@@ -393,9 +401,9 @@ def test_secrets_are_files_in_the_secrets_folder(rel: str) -> None:
     for name, spec in declared.items():
         assert list(spec) == ["file"] and spec["file"].startswith("./secrets/"), name
         if rel == "compose.yaml":
-            assert spec["file"] == f"./secrets/{name}.txt", name
+            assert spec["file"] == secret_file(name), name
             # scripts/setup-secrets writes each one, from its .env variable if any.
-            assert re.search(rf"^(secret|users) {name} ", setup, re.M), name
+            assert re.search(rf"^(secret|users|web_config) {name} ", setup, re.M), name
             if name in SECRET_ENV:
                 assert f"secret {name} {SECRET_ENV[name]} " in setup
     assert "secrets/*" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
