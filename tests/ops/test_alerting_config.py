@@ -9,6 +9,7 @@ summary, a description, a runbook section, and unit tests that show it firing an
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -95,6 +96,18 @@ def test_promtool_test_rules(unit_test: Path) -> None:
     proc = run(require("promtool"), "test", "rules", unit_test, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == 1
+
+
+def test_replay_file_is_what_its_generator_writes() -> None:
+    """replay.test.yml is generated (a week of minute samples); review happens in replay.py."""
+    spec = importlib.util.spec_from_file_location("replay", PROMETHEUS / "tests" / "replay.py")
+    assert spec and spec.loader
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    expected = replay.render(replay.Week(), replay.EXPECTED)
+    assert (PROMETHEUS / "tests" / "replay.test.yml").read_text() == expected, (
+        "run python3 prometheus/tests/replay.py"
+    )
 
 
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
