@@ -143,6 +143,20 @@ def test_every_alert_has_a_runbook_section_and_a_table_row() -> None:
     assert set(ALERT_NAMES) == rows
 
 
+def test_alert_table_states_smallest_outage_and_longest_blip() -> None:
+    """Issue 19: for each alert, the smallest outage that fires it and the longest blip that
+    does not, so that a reader can tell noise from news before the first message arrives."""
+    lines = RUNBOOKS.read_text().splitlines()
+    header = "| alert | fires when | for | severity | protects against | smallest outage that fires it | longest blip that does not |"
+    assert header in lines
+    start = lines.index(header) + 2  # after the header and its --- line
+    rows = lines[start : lines.index("", start)]
+    assert {row.split()[1] for row in rows} == set(ALERT_NAMES)
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert len(cells) == 7 and all(cells), f"7 filled cells: {row}"
+
+
 def test_thresholds_are_defined_once_and_all_used() -> None:
     doc = yaml.safe_load((PROMETHEUS / "rules" / "thresholds.yml").read_text())
     defined = [r["labels"]["threshold"] for g in doc["groups"] for r in g["rules"]]
