@@ -314,6 +314,8 @@ def test_failing_site_alerts_slack_then_resolves(
     )
     assert isinstance(resolved, dict)
     assert ":white_check_mark: RESOLVED *Source quotes:" in resolved["text"]
+    # The resolved message says how long the alert lasted, rendered by a real Alertmanager.
+    assert re.search(r", lasted (under a minute|\d+h(\d+m)?|\d+m)\n", resolved["text"])
     assert f"<{RUNBOOK}|Runbook>" in resolved["text"]
     assert resolved["color"] == "good"
     # Every payload went out in the Slack receiver's format, and the always-firing
