@@ -32,7 +32,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timezone
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -44,6 +43,7 @@ from crawler.config import Config, SourceConfig
 from crawler.content import check_content_type, choose_charset
 from crawler.errors import ErrorKind, FetchError
 from crawler.httpstate import HttpState, Revalidation, revalidate
+from crawler.lifecycle import Part
 from crawler.metrics import Metrics, status_class
 from crawler.politeness import HostPacer
 from crawler.robots import MAX_BYTES as ROBOTS_MAX_BYTES
@@ -171,7 +171,7 @@ def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         )
 
 
-class Fetcher:
+class Fetcher(Part):
     """The process's HTTP client; use as an async context manager."""
 
     def __init__(self, config: Config, metrics: Metrics) -> None:
@@ -188,7 +188,7 @@ class Fetcher:
         )
         self.state: HttpState | None = None
 
-    async def __aenter__(self) -> Fetcher:
+    async def open(self) -> None:
         fc = self.fc
         timeout = aiohttp.ClientTimeout(
             total=fc.total_timeout, sock_connect=fc.connect_timeout, sock_read=fc.read_timeout
@@ -213,11 +213,8 @@ class Fetcher:
                 frozenset(s.name for s in self.config.sources),
             )
             await self.state.open()
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def close(self) -> None:
         self.breakers.close()
         try:
             if self.state is not None:

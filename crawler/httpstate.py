@@ -15,13 +15,13 @@ Failures of this store never fail a fetch: they are logged and conditional GET i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from crawler.lifecycle import Part, stop_task
 from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
 
 log = logging.getLogger("crawler.httpstate")
@@ -96,8 +96,8 @@ def revalidate(
 _Key = tuple[str, str]
 
 
-class HttpState:
-    """The validators store; `open()` before use, `close()` flushes pending rows."""
+class HttpState(Part):
+    """The validators store; `close()` (or leaving `async with`) flushes pending rows."""
 
     def __init__(self, path: Path, sources: frozenset[str] | None = None) -> None:
         self.path, self.sources = path, sources
@@ -135,9 +135,7 @@ class HttpState:
 
     async def close(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+            await stop_task(self._timer)
             self._timer = None
         await self.flush()
         if self._conn is not None:

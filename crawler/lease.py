@@ -12,6 +12,7 @@ unless they can reach the database, in which case the leases expire as designed)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crawler.errors import CrawlerError
+from crawler.lifecycle import Part, stop_task
 from crawler.metrics import Metrics
 from crawler.store import PostgresStore
 
@@ -37,8 +39,12 @@ RETURNING source
 """
 
 
-class Leases:
-    """Which of the configured sources this crawler may run now."""
+class Leases(Part):
+    """Which of the configured sources this crawler may run now.
+
+    `async with`: take leases (or keep the last-held sources while the database is away),
+    renew them every `ttl / 3` in a task, and on leaving stop that task and give them back.
+    """
 
     def __init__(
         self,
@@ -58,8 +64,20 @@ class Leases:
         self.state_file = state_file
         self.held: set[str] = self._load_last_held()
         self.running: set[str] = set()  # sources with a run under way: never released mid-run
+        self._renewer: asyncio.Task[None] | None = None
         for s in sources:
             metrics.leased.labels(s).set(0)
+
+    async def open(self) -> None:
+        with contextlib.suppress(CrawlerError):  # unreachable: keep the last-held sources
+            await self.refresh()
+        self._renewer = asyncio.create_task(self.run_forever(), name="leases")
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            await stop_task(self._renewer)
+            self._renewer = None
+            await self.release()
 
     def _load_last_held(self) -> set[str]:
         try:

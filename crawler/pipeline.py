@@ -117,7 +117,7 @@ class Pipeline:
         except Exception as exc:
             # CrawlerError: the sink refused a batch (spool full, store broken). Anything else
             # is a bug or a value no layer expected: it ends this run, never the scheduler's job
-            # (an exception escaping into APScheduler leaves no job row and repeats every run).
+            # (an exception escaping into APScheduler leaves no run row and repeats every run).
             kind = ErrorKind.STORAGE if isinstance(exc, CrawlerError) else ErrorKind.INTERNAL
             _fail(result, kind, exc)
             m.queue_records.dec(len(batcher.pending))

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from crawler.config import SourceConfig
+from crawler.lifecycle import Part
 from crawler.metrics import Metrics
 
 log = logging.getLogger("crawler.schedule")
@@ -40,8 +41,12 @@ def expected_interval(source: SourceConfig) -> float:
     return float((second - first).total_seconds())
 
 
-class Scheduler:
-    """Runs `run(source)` for each source on its schedule, in the current event loop."""
+class Scheduler(Part):
+    """Runs `run(source)` for each source on its schedule, in the current event loop.
+
+    `async with` starts it and shuts it down; `pause()` only stops it starting new runs (the
+    first step of an orderly stop, while the runs under way finish).
+    """
 
     def __init__(
         self,
@@ -55,11 +60,23 @@ class Scheduler:
         self._scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         )
-        self._stopped = False
+        self._paused = False
+        self._closed = False  # shutdown() takes effect on a later loop turn: our own flag
 
     @property
     def running(self) -> bool:
-        return bool(self._scheduler.running) and not self._stopped
+        """Started, and neither paused nor shut down: runs start on schedule."""
+        return bool(self._scheduler.running) and not (self._paused or self._closed)
+
+    async def open(self) -> None:
+        self.start()
+
+    async def close(self) -> None:
+        """Shut down (runs under way are the caller's: see Service); safe after a pause."""
+        if self._scheduler.running and not self._closed:
+            self._closed = True
+            self._scheduler.shutdown(wait=False)
+            log.info("scheduler shut down")
 
     def start(self) -> None:
         now = datetime.now(timezone.utc)
@@ -91,10 +108,15 @@ class Scheduler:
                 self.metrics.next_run.labels(job.id).set(job.next_run_time.timestamp())
 
     def pause(self) -> None:
-        """Stop starting new runs (runs under way go on). Safe to call twice."""
-        # AsyncIOScheduler.shutdown() takes effect on a later loop turn, so `running` stays
-        # True until then: our own flag keeps a second call from failing.
-        if self._scheduler.running and not self._stopped:
-            self._stopped = True
-            self._scheduler.shutdown(wait=False)
-            log.info("scheduler stopped")
+        """Stop starting new runs (runs under way go on); `resume()` undoes it. Idempotent."""
+        if self.running:
+            self._paused = True
+            self._scheduler.pause()
+            log.info("scheduler paused")
+
+    def resume(self) -> None:
+        """Start runs on schedule again after `pause()` (missed ones coalesced into one)."""
+        if self._paused and not self._closed:
+            self._paused = False
+            self._scheduler.resume()
+            log.info("scheduler resumed")

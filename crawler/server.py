@@ -12,6 +12,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from crawler.lifecycle import Part
 from crawler.metrics import Metrics
 
 Readiness = Callable[[], "tuple[bool, dict[str, object]]"]
@@ -53,3 +54,20 @@ async def start_server(app: web.Application, host: str, port: int) -> web.AppRun
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner
+
+
+class HttpServer(Part):
+    """/metrics, /healthz and /readyz on `host:port` for as long as the part is open."""
+
+    def __init__(self, metrics: Metrics, readiness: Readiness, host: str, port: int) -> None:
+        self.app = make_app(metrics, readiness)
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+
+    async def open(self) -> None:
+        self._runner = await start_server(self.app, self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

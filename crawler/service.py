@@ -14,14 +14,15 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from prometheus_client import CollectorRegistry
 
 from crawler.config import Config, SourceConfig
-from crawler.errors import CrawlerError
 from crawler.fetch import Fetcher
+from crawler.history import history_sources
 from crawler.lease import Leases
+from crawler.lifecycle import background
 from crawler.metrics import Metrics
 from crawler.pipeline import Pipeline, RunResult
 from crawler.schedule import Scheduler
@@ -35,7 +36,12 @@ SHUTDOWN_GRACE = 20.0  # seconds for runs under way to finish after SIGTERM (sys
 
 
 class Service:
-    """Owns the fetcher, sink, pipeline, scheduler and HTTP server of one process."""
+    """Owns the fetcher, sink, pipeline, scheduler and HTTP server of one process.
+
+    Every part is an async context manager, entered in order on one AsyncExitStack and closed
+    in reverse. `opened()` is the public way in for a caller that runs sources itself (`once`,
+    tests): the parts a run needs, open for the block, with `sink` and `readiness()` readable.
+    """
 
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
         self.config = config
@@ -46,20 +52,23 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._runs: set[asyncio.Task[RunResult | None]] = set()
         self.leases: Leases | None = None
-        self._database: PostgresStore | None = None
+        # The PostgreSQL store, when configured, is also where crawlers share sources (leases).
+        self.database: PostgresStore | None = None
 
     # -- parts -------------------------------------------------------------------------------
 
-    async def _open(self, stack: contextlib.AsyncExitStack) -> Pipeline:
-        fetcher = await stack.enter_async_context(Fetcher(self.config, self.metrics))
-        # The PostgreSQL store, when configured, is also where crawlers share sources (leases).
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Pipeline]:
+        """Fetcher, store (with the spool in front of PostgreSQL) and sink, open for the block."""
         storage = self.config.storage
-        self._database = PostgresStore(storage) if storage.dsn else None
-        self.sink = Sink(self.config, self.metrics, self._database or make_store(storage))
-        await self.sink.open()
-        stack.push_async_callback(self.sink.close)
-        self.pipeline = Pipeline(self.config, self.metrics, fetcher, self.sink)
-        return self.pipeline
+        history = history_sources(self.config.sources)
+        self.database = PostgresStore(storage, history) if storage.dsn else None
+        store = self.database or make_store(storage, history)
+        async with contextlib.AsyncExitStack() as stack:
+            fetcher = await stack.enter_async_context(Fetcher(self.config, self.metrics))
+            self.sink = await stack.enter_async_context(Sink(self.config, self.metrics, store))
+            self.pipeline = Pipeline(self.config, self.metrics, fetcher, self.sink)
+            yield self.pipeline
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         checks: dict[str, object] = {}
@@ -110,22 +119,32 @@ class Service:
         )
         try:
             async with contextlib.AsyncExitStack() as stack:
-                await self._open(stack)
-                from crawler.server import make_app, start_server  # aiohttp.web: not for `once`
+                await stack.enter_async_context(self.opened())
+                from crawler.server import HttpServer  # aiohttp.web: not for `once`
 
-                app = make_app(self.metrics, self.readiness)
-                runner = await start_server(app, self.config.metrics.host, self.config.metrics.port)
-                stack.push_async_callback(runner.cleanup)
-                await self._start_leases(stack)
-                self.scheduler = Scheduler(self.config.sources, self.metrics, self._run_tracked)
-                self.scheduler.start()
-                stack.callback(self.scheduler.pause)
+                mc = self.config.metrics
+                await stack.enter_async_context(
+                    HttpServer(self.metrics, self.readiness, mc.host, mc.port)
+                )
+                if self.database is not None:  # run only the sources whose lease we hold
+                    self.leases = await stack.enter_async_context(
+                        Leases(
+                            self.database,
+                            [s.name for s in self.config.sources if s.enabled],
+                            self.config.instance,
+                            self.config.lease_ttl,
+                            self.metrics,
+                            self.config.state_dir / "leases.json",
+                        )
+                    )
+                self.scheduler = await stack.enter_async_context(
+                    Scheduler(self.config.sources, self.metrics, self._run_tracked)
+                )
                 self.metrics.up.set(1)
                 notify("READY=1")
                 interval = watchdog_interval()
                 if interval:
-                    wd = asyncio.create_task(watchdog_loop(interval), name="watchdog")
-                    stack.callback(wd.cancel)
+                    await stack.enter_async_context(background(watchdog_loop(interval), "watchdog"))
                 log.info("crawler started")
                 await stop.wait()
                 notify("STOPPING=1")
@@ -140,30 +159,6 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         log.info("crawler stopped")
-
-    async def _start_leases(self, stack: contextlib.AsyncExitStack) -> None:
-        """With PostgreSQL, run only the sources whose lease this crawler holds."""
-        if self._database is None:
-            return
-        leases = self.leases = Leases(
-            self._database,
-            [s.name for s in self.config.sources if s.enabled],
-            self.config.instance,
-            self.config.lease_ttl,
-            self.metrics,
-            self.config.state_dir / "leases.json",
-        )
-        with contextlib.suppress(CrawlerError):  # unreachable: keep the last-held sources
-            await leases.refresh()
-        task = asyncio.create_task(leases.run_forever(), name="leases")
-
-        async def stop() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await leases.release()
-
-        stack.push_async_callback(stop)
 
     async def _finish_runs(self) -> None:
         """Let runs under way finish (no new URLs) within the grace time, then cancel them."""
@@ -194,6 +189,5 @@ class Service:
             if names
             else [s for s in self.config.sources if s.enabled]
         )
-        async with contextlib.AsyncExitStack() as stack:
-            pipeline = await self._open(stack)
+        async with self.opened() as pipeline:
             return list(await asyncio.gather(*(pipeline.run_source(s) for s in sources)))

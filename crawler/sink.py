@@ -17,7 +17,6 @@ raised to the run, logged at ERROR and counted in `crawler_records_refused_total
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from crawler.backoff import Backoff
 from crawler.config import Config
 from crawler.errors import ErrorKind, SpoolFull, StoreError, StoreUnavailable
 from crawler.history import history_sources
+from crawler.lifecycle import Part, stop_task
 from crawler.metrics import Metrics
 from crawler.record import Record, RunRow
 from crawler.spool import Spool
@@ -34,7 +34,7 @@ from crawler.store import Store, make_store
 log = logging.getLogger("crawler.sink")
 
 
-class Sink:
+class Sink(Part):
     """Store-or-spool for records and run rows; owns the store, the spool and the drainer."""
 
     def __init__(self, config: Config, metrics: Metrics, store: Store | None = None) -> None:
@@ -83,9 +83,8 @@ class Sink:
 
     async def close(self) -> None:
         if self._drainer is not None:
-            self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
+            await stop_task(self._drainer)
+            self._drainer = None
         await self.store.close()
         if self.spool is not None:
             await self.spool.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import SpoolFull, StoreError
+from crawler.lifecycle import Part
 from crawler.record import Record, RunRow, dumps
 from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
 
@@ -53,7 +54,7 @@ SPOOL_MIGRATIONS = (
 _ROW_OVERHEAD = 40
 
 
-class Spool:
+class Spool(Part):
     """A durable FIFO of records and run rows, capped in bytes."""
 
     def __init__(self, path: Path, max_bytes: int) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from crawler import history
 from crawler.config import StorageConfig
 from crawler.errors import StoreError, StoreUnavailable
+from crawler.lifecycle import Part
 from crawler.record import Record, RunRow, dumps
 from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
 
@@ -140,7 +141,7 @@ class Store(Protocol):
 # --------------------------------------------------------------------------- SQLite
 
 
-class SqliteStore:
+class SqliteStore(Part):
     """The embedded store: one SQLite file, same semantics as PostgreSQL."""
 
     backend = "sqlite"
@@ -248,7 +249,7 @@ ON CONFLICT (source, key) DO UPDATE
 """
 
 
-class PostgresStore:
+class PostgresStore(Part):
     """The production store. Loses its connection gracefully: StoreUnavailable, then reconnect."""
 
     backend = "postgres"

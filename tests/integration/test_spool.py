@@ -97,10 +97,9 @@ async def test_cap_refuses_new_records_and_keeps_old_ones(
     cfg = load_config(config_file(tmp_path, dead, max_bytes="48KiB"))
     registry = CollectorRegistry()
     service = Service(cfg, registry)
-    sink = service.sink = Sink(cfg, service.metrics)
-    await sink.open()
-    try:
-        assert sink.db_up is False
+    async with service.opened():
+        sink = service.sink
+        assert sink is not None and sink.db_up is False
         accepted = 0
         with caplog.at_level(logging.ERROR, logger="crawler.sink"), pytest.raises(SpoolFull):
             for n in range(1000):
@@ -114,8 +113,6 @@ async def test_cap_refuses_new_records_and_keeps_old_ones(
         ok, detail = service.readiness()
         assert ok is False and "spool full" in str(detail["store"])
         assert registry.get_sample_value("crawler_spool_records") == accepted
-    finally:
-        await sink.close()
     # Nothing already spooled was lost: a drain into a real database moves every record.
     pg = PostgresServer()
     pg.start()
@@ -206,15 +203,13 @@ async def test_a_failing_spool_write_is_refused_and_counted(
 async def test_a_refused_run_stops_all_its_workers(tmp_path: Path, site: Site):
     """When the spool refuses a batch, the run fails and none of its workers fetches on."""
     import asyncio
-    import contextlib
 
     dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
     cfg = load_config(
         config_file(tmp_path, dead, max_bytes="40KiB", urls=f"{site.base}/page/{{0..199}}")
     )
     service = Service(cfg, CollectorRegistry())
-    async with contextlib.AsyncExitStack() as stack:  # the fetcher stays open, as in `run`
-        pipeline = await service._open(stack)
+    async with service.opened() as pipeline:  # the fetcher stays open, as in `run`
         result = await pipeline.run_source(cfg.sources[0])
         assert result.status == "failure" and "spool is full" in (result.error or "")
         hits = sum(site.hits.values())
