@@ -12,11 +12,15 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from crawler import __version__
 from crawler.config import Config, load_config
 from crawler.errors import ConfigError, CrawlerError, StoreUnavailable
-from crawler.logs import setup_logging
+from crawler.logs import is_terminal, setup_logging
+
+if TYPE_CHECKING:
+    from crawler.pipeline import RunResult
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -136,19 +140,35 @@ def _run(config: Config) -> int:
 
 
 def _once(config: Config, names: list[str]) -> int:
+    from crawler.progress import Progress, summary
     from crawler.service import Service
 
     unknown = [n for n in names if n not in {s.name for s in config.sources}]
     if unknown:
         print(f"crawler: unknown source(s): {', '.join(unknown)}", file=sys.stderr)
         return EXIT_CONFIG
-    results = asyncio.run(Service(config).once(names))
-    print("source               status    pages  304  failed  records")
-    for r in results:
-        print(
-            f"{r.source:<20} {r.status:<8} {r.pages:>6} {r.not_modified:>4} {r.failed_pages:>7}"
-            f" {r.records:>8}" + (f"  {r.error}" if r.error else "")
-        )
+    # Progress and the summary table are for a person at a terminal; a pipe, cron or systemd
+    # gets the JSON log lines, which say the same.
+    on_terminal = is_terminal(sys.stderr)
+
+    async def go() -> list[RunResult]:
+        service = Service(config)
+        watcher = None
+        if on_terminal:
+            chosen = [config.source(n) for n in names] or [s for s in config.sources if s.enabled]
+            progress = Progress(sys.stderr, chosen, service.metrics.registry)
+            watcher = asyncio.create_task(progress.run())
+        try:
+            return await service.once(names)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    results = asyncio.run(go())
+    if on_terminal:
+        for line in summary(results):
+            print(line, file=sys.stderr)
     return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 
