@@ -3,6 +3,7 @@ benchmark runs from it (bench/run.sh: its own site, floor and peer scripts)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -33,6 +34,19 @@ def test_no_tracked_file_mentions_a_folder_outside_the_repository() -> None:
         if full.is_file() and OUTSIDE.encode() in full.read_bytes():
             offenders.append(path)
     assert offenders == [], f"these files refer to {OUTSIDE}, which a clone does not have"
+
+
+def test_no_tracked_symlink_leads_outside_the_repository() -> None:
+    """A symlink to someone's folder (a .venv committed by mistake) dangles in every clone."""
+    outside = []
+    for path in tracked_files():
+        full = ROOT / path
+        if full.is_symlink():
+            target = (full.parent / os.readlink(full)).resolve()
+            if ROOT.resolve() not in target.parents:
+                outside.append(f"{path} -> {os.readlink(full)}")
+    assert outside == []
+    assert not any(p == ".venv" or p.startswith(".venv/") for p in tracked_files())
 
 
 def test_readme_links_resolve_inside_the_repository() -> None:
