@@ -152,7 +152,9 @@ def pinned_image(service: str) -> str:
     image = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))["services"][
         service
     ]["image"]
-    return str(image.rpartition(":")[2].lstrip("v"))
+    tag = re.fullmatch(r"[^:@]+:v?([^@]+)(@sha256:[0-9a-f]+)?", image)
+    assert tag, image
+    return tag.group(1)
 
 
 def problems(kind: str) -> list[dict[str, str]]:

@@ -282,11 +282,12 @@ def dry_run(
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     # Promtail may stop at the end of stdin before its last entries are printed, so stdin
     # stays open until every line has come out (or the deadline passes).
+    errors = (tmp / "promtail-stderr.txt").open("w")
     proc = subprocess.Popen(
         [shared_tool("promtail"), f"-config.file={path}", "-stdin", "-dry-run", "-log.level=warn"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=errors,  # apart: its lines would cut into the dry-run's on stdout
         text=True,
     )
     assert proc.stdin and proc.stdout
@@ -309,7 +310,9 @@ def dry_run(
         proc.stdin.close()
         proc.wait(10)
         proc.stdout.close()
-    assert [line for _, _, line in out] == lines, "".join(seen)
+        errors.close()
+    stderr = (tmp / "promtail-stderr.txt").read_text()
+    assert [line for _, _, line in out] == lines, "".join(seen) + stderr
     return out
 
 
