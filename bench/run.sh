@@ -66,6 +66,9 @@ sources:
       text: span.text::text
       author: small.author::text
       tags: {selector: a.tag::text, all: true}
+      # The field pipeline at work: a regex + a type, and a type on a list (issue 12).
+      n: {selector: span.text::text, regex: '^#\d+\.(\d+)', type: int}
+      tag_links: {selector: a.tag::attr(href), all: true, type: url}
     key: [text, author]
 YAML
 
