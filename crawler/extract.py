@@ -63,8 +63,10 @@ class Extractor:
         self.parser = parser or source.parser
         self._parse: _Parse
         self._rows: _Rows
-        # Compiled once per source: selectors, regexes, converters, the time zone.
-        self.fields = FieldSet(source.fields, self.parser, source_timezone(source))
+        # Compiled once per source: selectors, regexes, converters, the time zone. (A feed's
+        # `fields` only pick and rename entry keys: no pipeline to compile for them.)
+        piped = source.fields if self.parser in ("html", "json") else ()
+        self.fields = FieldSet(piped, self.parser, source_timezone(source))
         if self.parser == "json":
             self._parse, self._rows = self._compile_json(source)
         elif self.parser == "feed":
