@@ -47,6 +47,11 @@ _TRUE = frozenset({"true", "yes", "y", "1", "on"})
 _FALSE = frozenset({"false", "no", "n", "0", "off"})
 _SIGNED = re.compile(r"^\s*[-\u2212]\s*\D{0,4}\d")  # "-3", "- £3", "-€3", U+2212
 _ZERO_POINT = re.compile(r"^\s*[-+\u2212]?0[.,](\d+)\s*$")  # 0.123 / 0,123: never thousands
+# "12", "-3.5", "0.25": no grouping possible (a lone separator before exactly three digits
+# is the ambiguous case, "1.234", which the amount parser reads as thousands).
+_PLAIN_NUMBER = re.compile(r"[-+]?\d{1,30}(?:\.(?:\d{1,2}|\d{4,30}))?\Z")
+_ABSOLUTE = ("http://", "https://")
+_ORIGIN = re.compile(r"https?://[^/?#]+")  # lower-case scheme: urljoin would lower it
 _MAX_TEXT = 256  # longer strings are not numbers or dates: do not feed them to the parsers
 
 
@@ -258,6 +263,8 @@ def _number(value: Any) -> Decimal:
             raise Invalid(f"{value!r} is not a finite number")
         return Decimal(repr(value))
     text = _text(value)
+    if _PLAIN_NUMBER.match(text):  # the common case, without the amount parser
+        return Decimal(text)
     if len(text) > _MAX_TEXT or not any(c.isdigit() for c in text):
         raise Invalid(f"{text[:40]!r} holds no number")  # price-parser reads "free" as 0
     zero = _ZERO_POINT.match(text)
@@ -345,7 +352,21 @@ def _to_datetime(value: Any, base: str, tz: Any) -> str:
 def _to_url(value: Any, base: str, tz: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid("not a link")
-    joined = urljoin(base, value.strip())
+    link: str = value.strip()
+    if link.startswith("/") and not link.startswith("//") and "/." not in link:
+        # Root-relative, nothing to normalise (most links): scheme and host of the base.
+        # (urljoin costs tens of microseconds a call, on every link of every page.)
+        origin = _ORIGIN.match(base)
+        if origin is not None:
+            return origin.group(0) + link
+    if (
+        link.startswith(_ABSOLUTE)
+        and "/." not in link
+        and " " not in link
+        and urlsplit(link).netloc
+    ):
+        return link
+    joined = urljoin(base, link)
     parts = urlsplit(joined)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(f"{joined[:60]!r} is not an http(s) URL")
@@ -473,7 +494,7 @@ def _ld_xpath() -> Any:
 class CompiledField:
     """One field, compiled: `value(node, page, tally)` runs its whole pipeline."""
 
-    __slots__ = ("_convert", "_regex", "_select", "_strip", "all", "default", "name", "required")
+    __slots__ = ("_post", "_select", "all", "default", "name", "required")
 
     def __init__(self, spec: FieldSpec, parser: str, tz: Any) -> None:
         self.name, self.all, self.default, self.required = (
@@ -483,61 +504,68 @@ class CompiledField:
             spec.required,
         )
         self._select = _compile_select(spec, parser)
-        self._strip = spec.strip and parser == "html" and spec.selector is not None
-        self._regex = re.compile(spec.regex) if spec.regex is not None else None
-        conv = _CONVERTERS[spec.type] if spec.type else None
-        self._convert: Callable[[Any, str], Any] | None = (
-            (lambda v, base: conv(v, base, tz)) if conv is not None else None
-        )
+        self._post = _compile_post(spec, parser, tz)
 
     def value(self, node: Any, page: PageData, tally: FieldTally) -> tuple[Any, bool]:
         """(the field's final value, whether it was missing before `default`)."""
         raw = self._select(node, page)
+        post = self._post
         if self.all:
             values = raw if isinstance(raw, list) else ([] if raw is None else [raw])
             out = []
             for v in values:
-                try:
-                    v = self._one(v, page)
-                except Invalid:
-                    tally.invalid_value(self.name, v)
-                    continue
+                if post is not None and v is not None:
+                    try:
+                        v = post(v, page)
+                    except Invalid:
+                        tally.invalid_value(self.name, v)
+                        continue
                 if not is_missing(v):
                     out.append(v)
             missing = not out
             return (self.default if missing and self.default is not None else out), missing
-        try:
-            value = self._one(raw, page)
-        except Invalid:
-            tally.invalid_value(self.name, raw)
-            value = None
-        missing = is_missing(value)
-        if missing:
+        if post is not None and raw is not None:
+            try:
+                raw = post(raw, page)
+            except Invalid:
+                tally.invalid_value(self.name, raw)
+                raw = None
+        if raw is None or raw == "" or raw == []:
             return self.default, True
-        return value, False
+        return raw, False
 
-    def _one(self, value: Any, page: PageData) -> Any:
-        if value is None:
-            return None
-        if self._strip and isinstance(value, str):
+
+def _compile_post(spec: FieldSpec, parser: str, tz: Any) -> Callable[[Any, PageData], Any] | None:
+    """strip → regex → type for one value (not None), as one function; None when the field
+    has none of them (the value is kept as selected)."""
+    strip = spec.strip and parser == "html" and spec.selector is not None
+    regex = re.compile(spec.regex) if spec.regex is not None else None
+    conv = _CONVERTERS[spec.type] if spec.type else None
+    if not strip and regex is None and conv is None:
+        return None
+    group = 1 if regex is not None and regex.groups else 0
+    wants_base = spec.type == "url"  # `<base href>` is looked up only for links
+
+    def post(value: Any, page: PageData) -> Any:
+        if strip and value.__class__ is str:
             value = " ".join(value.split())
-        if self._regex is not None:
+        if regex is not None:
             if isinstance(value, (dict, list)):
                 raise Invalid("regex on a structure")
-            m = self._regex.search(value if isinstance(value, str) else _text(value))
+            m = regex.search(value if value.__class__ is str else _text(value))
             if m is None:
                 return None
-            value = m.group(1) if self._regex.groups else m.group(0)
-        if is_missing(value):
-            return None
-        if self._convert is not None:
-            try:
-                return self._convert(value, page.base)
-            except Invalid:
-                raise
-            except (ValueError, ArithmeticError, TypeError, OverflowError) as exc:
-                raise Invalid(str(exc)) from exc
-        return value
+            value = m.group(group)
+        if value == "" or conv is None:
+            return value or None
+        try:
+            return conv(value, page.base if wants_base else "", tz)
+        except Invalid:
+            raise
+        except (ValueError, ArithmeticError, TypeError, OverflowError) as exc:
+            raise Invalid(str(exc)) from exc
+
+    return post
 
 
 def _text_of(node: Any) -> str:

@@ -372,3 +372,36 @@ def test_field_problems_for_the_parser(
 
     problems = list(field_problems(spec, parser))
     assert any(k == key and fragment in m for k, m in problems), problems
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://shop.example/p/7?x=1",
+        "http://h.example",
+        "http://h.example?q=1",
+        "http://h.example:8080/a/b/#frag",
+        "HTTPS://Shop.Example/dir/",
+    ],
+)
+@pytest.mark.parametrize(
+    "link",
+    [
+        "/p/8",
+        "/p/8?a=b#c",
+        "/a/../b",
+        "/./x",
+        "https://o.example/x",
+        "https://o.example/./x",
+        "http://o.example",
+        "q?page=2",
+        "../up",
+        "//cdn.example/i.png",
+        "#top",
+        "/",
+    ],
+)
+def test_url_fast_paths_agree_with_urljoin(base: str, link: str) -> None:
+    from urllib.parse import urljoin
+
+    assert convert("url", link, base, timezone.utc) == urljoin(base, link)
