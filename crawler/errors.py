@@ -32,6 +32,7 @@ class ErrorKind(str, enum.Enum):
     PARSE = "parse"
     REDIRECT = "redirect"
     STORAGE = "storage"
+    SECRET = "secret"  # a source's header file, token or password unreadable: the run fails
     INTERNAL = "internal"  # an exception no layer expected (a bug): the run fails, not the process
 
     def __str__(self) -> str:

@@ -46,6 +46,7 @@ from crawler.httpstate import HttpState, Revalidation, revalidate
 from crawler.lifecycle import Part
 from crawler.metrics import Metrics, status_class
 from crawler.politeness import HostPacer
+from crawler.request import PLAIN, Prepared, origin, prepare
 from crawler.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from crawler.robots import RobotsCache, RobotsPolicy
 
@@ -91,6 +92,7 @@ class Request:
     headers: dict[str, str]  # the conditional-GET headers; sent to `url` only
     delay: float  # the politeness gap for the host (Crawl-delay included)
     breaker: CircuitBreaker
+    options: Prepared = PLAIN  # the source's method, body, headers, proxy for this run
 
 
 @contextlib.contextmanager
@@ -110,6 +112,24 @@ def map_aiohttp_errors() -> Iterator[None]:
         if error is None:
             raise
         raise error from exc
+
+
+@contextlib.contextmanager
+def _redacting(options: Prepared) -> Iterator[None]:
+    """Blank the source's secrets out of a FetchError's message (a server or a proxy may echo
+    a header back into an error text); the kind, status and Retry-After are kept."""
+    try:
+        yield
+    except FetchError as exc:
+        text = str(exc)
+        clean = options.redact(text)
+        if clean == text:
+            raise
+        prefix = f"{exc.kind.value}: "
+        message = clean[len(prefix) :] if clean.startswith(prefix) else clean
+        raise FetchError(
+            exc.kind, message, status=exc.status, retry_after=exc.retry_after
+        ) from None
 
 
 def _error_of(exc: Exception) -> FetchError | None:
@@ -187,6 +207,22 @@ class Fetcher(Part):
             self._fetch_robots, config.user_agent, self.fc.robots_ttl, metrics
         )
         self.state: HttpState | None = None
+        self._requests: dict[str, Prepared] = {}  # per source: this run's request options
+        self._plain = prepare(None, None, self.fc.proxy)  # the rest: a GET, proxy passwords
+
+    def begin_run(self, source: SourceConfig) -> None:
+        """Prepare the source's request options for a run (reads its header file and secrets
+        now, once per run); raise SecretUnavailable when one cannot be read."""
+        if source.request is None and source.user_agent is None:
+            self._requests.pop(source.name, None)
+            return
+        self._requests[source.name] = prepare(source.request, source.user_agent, self.fc.proxy)
+
+    def _options(self, source: SourceConfig) -> Prepared:
+        return self._requests.get(source.name, self._plain)
+
+    def _agent(self, source: SourceConfig) -> str:
+        return source.user_agent or self.config.user_agent
 
     async def open(self) -> None:
         fc = self.fc
@@ -206,6 +242,7 @@ class Fetcher(Part):
             max_line_size=16384,
             max_field_size=16384,
             cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY when no proxy is configured
         )
         if fc.conditional_get:
             self.state = HttpState(
@@ -236,7 +273,9 @@ class Fetcher(Part):
     async def fetch(self, source: SourceConfig, url: str) -> Page:
         """Fetch `url` for `source`, with retries; raise FetchError on any failure."""
         request = await self._prepare(source, url)
-        old = await self.state.get(source.name, url) if self.state is not None else None
+        # A POST with a body is another request than a GET of its URL: its own validators.
+        key = request.options.key(url)
+        old = await self.state.get(source.name, key) if self.state is not None else None
         if old is not None:
             request = dataclasses.replace(request, headers=old.headers())
         page = await self._with_retries(request)
@@ -257,7 +296,8 @@ class Fetcher(Part):
         records that were not stored.
         """
         if self.state is not None and page.validators is not None:
-            self.state.put(source.name, url, page.validators.old, page.validators.new)
+            key = self._options(source).key(url)
+            self.state.put(source.name, key, page.validators.old, page.validators.new)
 
     async def _prepare(self, source: SourceConfig, url: str) -> Request:
         """Step 1: fail fast on an open circuit or robots.txt; the politeness gap."""
@@ -267,10 +307,11 @@ class Fetcher(Part):
         breaker.check()
         delay = self.fc.politeness_delay
         policy = await self._check_robots(source, url, f"{parts.scheme}://{host}")
-        crawl_delay = policy.crawl_delay(self.config.user_agent) if policy is not None else None
+        agent = self._agent(source)
+        crawl_delay = policy.crawl_delay(agent) if policy is not None else None
         if crawl_delay:
             delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))
-        return Request(source, url, host, {}, delay, breaker)
+        return Request(source, url, host, {}, delay, breaker, self._options(source))
 
     async def _check_robots(
         self, source: SourceConfig, url: str, origin: str, context: str = ""
@@ -283,7 +324,7 @@ class Fetcher(Part):
         if not (self.fc.robots and source.robots):
             return None
         policy = await self.robots.policy(origin)
-        if not policy.allows(url, self.config.user_agent):
+        if not policy.allows(url, self._agent(source)):
             if policy.error_kind is not None:
                 raise FetchError(policy.error_kind, context + policy.reason)
             raise FetchError(ErrorKind.ROBOTS_DENIED, context + "disallowed by robots.txt")
@@ -364,7 +405,7 @@ class Fetcher(Part):
         started = time.monotonic()
         m.in_flight.inc()
         try:
-            with map_aiohttp_errors():
+            with _redacting(request.options), map_aiohttp_errors():
                 async with await self._get_following_redirects(request) as resp:
                     status = resp.status
                     _raise_for_status(resp)
@@ -397,17 +438,27 @@ class Fetcher(Part):
         As aiohttp counts them: the `max_redirects`-th redirect response is an error. The
         conditional headers belong to the URL asked for and are not sent to other URLs.
         """
+        opts = request.options
+        method, data, home = opts.method, opts.data, origin(request.url)
         current, hops = request.url, 0
         while True:
-            resp = await self.session.get(
+            headers = opts.headers_for(current, home)  # secret ones: the URL's origin only
+            if current == request.url:
+                headers.update(request.headers)
+            resp = await self.session.request(
+                method,
                 current,
-                headers=request.headers if current == request.url else None,
+                headers=headers or None,
+                data=data,
+                proxy=opts.proxy or self.fc.proxy,
                 allow_redirects=False,
             )
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
                 return resp
             hops += 1
             target = resp.url.join(yarl.URL(resp.headers["Location"]))
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method, data = "GET", None  # as browsers do; 307/308 repeat the request
             resp.release()
             if hops >= self.fc.max_redirects:
                 raise FetchError(ErrorKind.REDIRECT, f"more than {hops - 1} redirects")
@@ -432,7 +483,10 @@ class Fetcher(Part):
             try:
                 with map_aiohttp_errors():
                     async with self.session.get(
-                        url, allow_redirects=True, max_redirects=self.fc.max_redirects
+                        url,
+                        allow_redirects=True,
+                        max_redirects=self.fc.max_redirects,
+                        proxy=self.fc.proxy,
                     ) as resp:
                         status = resp.status
                         if not 200 <= status < 300:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.config import Config, SourceConfig
-from crawler.errors import CrawlerError, ErrorKind, FetchError
+from crawler.errors import CrawlerError, ErrorKind, FetchError, SecretUnavailable
 from crawler.extract import Extractor
 from crawler.fetch import Fetcher
 from crawler.fields import FieldTally
@@ -101,7 +101,9 @@ class Pipeline:
         started = time.monotonic()
         log.info("source run started", extra={"source": source.name, "urls": len(source.urls)})
         batcher = _Batcher(self.sink, source.name, self.config.storage.batch_size, m)
-        urls: Iterator[str] = iter(source.urls)
+        # Each URL once per run. A source's method and body are the same for all its URLs, so
+        # the URL alone tells two requests apart here (Prepared.key for the state store).
+        urls: Iterator[str] = iter(dict.fromkeys(source.urls))
         extractor = self.extractors[source.name]
 
         async def worker() -> None:
@@ -111,6 +113,8 @@ class Pipeline:
                 await self._one(source, extractor, url, batcher, result)
 
         try:
+            # The run's request: header file, token and password read now, once per run.
+            self.fetcher.begin_run(source)
             n = min(self.config.fetch.concurrency, len(source.urls))
             await _all_or_none([worker() for _ in range(n)])
             await batcher.flush()
@@ -118,7 +122,13 @@ class Pipeline:
             # CrawlerError: the sink refused a batch (spool full, store broken). Anything else
             # is a bug or a value no layer expected: it ends this run, never the scheduler's job
             # (an exception escaping into APScheduler leaves no run row and repeats every run).
-            kind = ErrorKind.STORAGE if isinstance(exc, CrawlerError) else ErrorKind.INTERNAL
+            kind = (
+                ErrorKind.SECRET
+                if isinstance(exc, SecretUnavailable)
+                else ErrorKind.STORAGE
+                if isinstance(exc, CrawlerError)
+                else ErrorKind.INTERNAL
+            )
             _fail(result, kind, exc)
             m.queue_records.dec(len(batcher.pending))
             if kind is ErrorKind.INTERNAL:
