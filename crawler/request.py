@@ -286,13 +286,18 @@ def _secrets_of_proxy(url: str | None) -> list[str]:
     return [p for p in (parts.password,) if p]
 
 
-def prepare(req: RequestConfig | None, user_agent: str | None = None) -> Prepared:
-    """The request of one run; raise SecretUnavailable when a secret cannot be read."""
+def prepare(
+    req: RequestConfig | None, user_agent: str | None = None, fetch_proxy: str | None = None
+) -> Prepared:
+    """The request of one run; raise SecretUnavailable when a secret cannot be read.
+
+    `fetch_proxy` is the configured `fetch.proxy`: its password is a secret too."""
     headers: dict[str, str] = {}
     if user_agent:
         headers["User-Agent"] = user_agent
     if req is None:
-        return Prepared(headers=headers) if headers else PLAIN
+        base = (*_secrets_of_proxy(fetch_proxy), *environment_secrets())
+        return Prepared(headers=headers, secrets=base) if headers or base else PLAIN
     headers.update(req.headers)
     secret: dict[str, str] = {}
     if req.headers_file is not None:
@@ -322,6 +327,7 @@ def prepare(req: RequestConfig | None, user_agent: str | None = None) -> Prepare
         if scheme in ("Bearer", "Basic") and rest:
             values.add(rest)
     values.update(_secrets_of_proxy(req.proxy))
+    values.update(_secrets_of_proxy(fetch_proxy))
     values.update(environment_secrets())
     identity = ""
     if req.method != "GET" or data is not None:

@@ -219,3 +219,39 @@ def test_post_api_with_secrets_and_history(
     assert "'failure'" in jobs_text(tmp_path, dsn)  # the 401 run is there, as a failure
     for secret in (TOKEN, SESSION_1, SESSION_2):
         assert secret not in everything
+
+
+def test_a_header_file_gone_at_run_time_fails_the_run_by_name(
+    tmp_path: Path, shop: ShopSite
+) -> None:
+    port = free_port()
+    cfg = api_config(tmp_path, shop, port, "")
+    cfg.write_text(cfg.read_text().replace("every: 1h", "every: 1s"))
+    env = {**os.environ, "SHOP_TOKEN": TOKEN}
+    log = tmp_path / "run.log"
+    proc = CrawlerProcess(cfg, log, env=env)
+    try:
+        wait_for(
+            lambda: (
+                (series(_scrape(port), "crawler_source_runs_total", outcome="success") or 0) >= 1
+            ),
+            timeout=30,
+        )
+        (tmp_path / "shop.headers").unlink()  # a rotation gone wrong
+        wait_for(
+            lambda: (
+                (series(_scrape(port), "crawler_source_runs_total", outcome="failure") or 0) >= 1
+            ),
+            timeout=30,
+        )
+    finally:
+        assert proc.stop() == 0
+    jobs = jobs_text(tmp_path, None)
+    assert f"cannot read {tmp_path / 'shop.headers'}" in jobs
+    failed = [
+        e
+        for e in read_logs(log)
+        if e.get("message") == "source run finished" and e.get("status") == "failure"
+    ]
+    assert failed and failed[0]["error_kind"] == "secret"
+    assert TOKEN not in log.read_text() + jobs and SESSION_1 not in log.read_text() + jobs

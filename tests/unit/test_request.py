@@ -149,3 +149,12 @@ def test_headers_file_that_does_not_parse_is_a_check_problem(tmp_path: Path) -> 
     f.write_text("no colon here secretvalue\n")
     problems = list(RequestConfig(headers_file=f).check())
     assert problems == [("headers_file", f"{f}:1: not a `Name: value` line")]
+
+
+def test_fetch_proxy_password_is_a_secret_even_without_request_options() -> None:
+    p = prepare(None, None, "http://u:fetchpw@proxy:3128")
+    assert p.method == "GET" and p.data is None
+    assert (
+        p.redact("connect to proxy with fetchpw failed")
+        == "connect to proxy with [redacted] failed"
+    )
