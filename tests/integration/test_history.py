@@ -4,49 +4,34 @@ transaction as the upsert; unchanged re-crawls and sources without history add n
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from crawler.config import StorageConfig
 from crawler.record import Record
 from crawler.store import PostgresStore, SqliteStore, Store
+from tests.integration.test_store import Backend as StoreBackend
 
 
-class Backend:
-    def __init__(self, kind: str, tmp_path: Path, dsn: str | None) -> None:
-        self.kind, self.tmp_path, self.dsn = kind, tmp_path, dsn
+class Backend(StoreBackend):
+    """The storage contract's backend, opened with history sources, reading history back."""
 
-    def make(self, history: frozenset[str]) -> Store:
+    def make(self, history: frozenset[str] = frozenset()) -> Store:  # type: ignore[override]
         if self.kind == "postgres":
             return PostgresStore(StorageConfig(dsn=self.dsn), history)
         return SqliteStore(self.tmp_path / "crawler.sqlite", history)
 
     def versions(self, source: str, key: str) -> list[Any]:
-        sql = "SELECT data FROM scraped_data_history WHERE source = '%s' AND key = '%s' ORDER BY id"
-        if self.kind == "postgres":
-            with psycopg.connect(self.dsn or "") as conn:
-                return [r[0] for r in conn.execute(sql % (source, key)).fetchall()]  # type: ignore[call-overload]
-        conn = sqlite3.connect(self.tmp_path / "crawler.sqlite")
-        try:
-            return [json.loads(r[0]) for r in conn.execute(sql % (source, key)).fetchall()]
-        finally:
-            conn.close()
+        rows = self.rows(
+            f"SELECT data FROM scraped_data_history WHERE source = '{source}' AND key = '{key}'"
+            " ORDER BY id"
+        )
+        return [json.loads(d) if isinstance(d, str) else d for (d,) in rows]
 
     def count(self) -> int:
-        sql = "SELECT count(*) FROM scraped_data_history"
-        if self.kind == "postgres":
-            with psycopg.connect(self.dsn or "") as conn:
-                row = conn.execute(sql).fetchone()
-                return int(row[0]) if row else 0
-        conn = sqlite3.connect(self.tmp_path / "crawler.sqlite")
-        try:
-            return int(conn.execute(sql).fetchone()[0])
-        finally:
-            conn.close()
+        return int(self.rows("SELECT count(*) FROM scraped_data_history")[0][0])
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
