@@ -64,12 +64,7 @@ sources:
     log = tmp_path / "crawler.log"
     proc = CrawlerProcess(cfg, log)
     try:
-        wait_for(
-            lambda: (
-                (series(_scrape(port), "crawler_source_runs_total", outcome="success") or 0) >= 1
-            ),
-            timeout=30,
-        )
+        wait_for_run(port, "success")
         metrics = _scrape(port)
     finally:
         assert proc.stop() == 0
@@ -102,6 +97,14 @@ sources:
     assert len(drops) == 1
     assert drops[0]["levelname" if "levelname" in drops[0] else "level"].upper() == "WARNING"
     assert drops[0]["field"] == "price" and drops[0]["url"] == f"{shop.base}/p/3"
+
+
+def wait_for_run(port: int, outcome: str) -> None:
+    """Until the running crawler on `port` counts a run with this outcome."""
+    wait_for(
+        lambda: (series(_scrape(port), "crawler_source_runs_total", outcome=outcome) or 0) >= 1,
+        timeout=30,
+    )
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -206,12 +209,7 @@ def test_post_api_with_secrets_and_history(
     log = tmp_path / "run.log"
     proc = CrawlerProcess(cfg, log, env=env)
     try:
-        wait_for(
-            lambda: (
-                (series(_scrape(port), "crawler_source_runs_total", outcome="success") or 0) >= 1
-            ),
-            timeout=30,
-        )
+        wait_for_run(port, "success")
         metrics_text = json.dumps(_scrape(port))
     finally:
         assert proc.stop() == 0
@@ -231,19 +229,9 @@ def test_a_header_file_gone_at_run_time_fails_the_run_by_name(
     log = tmp_path / "run.log"
     proc = CrawlerProcess(cfg, log, env=env)
     try:
-        wait_for(
-            lambda: (
-                (series(_scrape(port), "crawler_source_runs_total", outcome="success") or 0) >= 1
-            ),
-            timeout=30,
-        )
+        wait_for_run(port, "success")
         (tmp_path / "shop.headers").unlink()  # a rotation gone wrong
-        wait_for(
-            lambda: (
-                (series(_scrape(port), "crawler_source_runs_total", outcome="failure") or 0) >= 1
-            ),
-            timeout=30,
-        )
+        wait_for_run(port, "failure")
     finally:
         assert proc.stop() == 0
     jobs = jobs_text(tmp_path, None)
