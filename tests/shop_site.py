@@ -53,11 +53,13 @@ class ShopSite(Site):
         self.token, self.session = token, session
         self.prices = {f"A{j}": f"{j}.99" for j in range(3)}
         self.seen_bodies: list[Any] = []
+        self.agents: list[str] = []  # User-Agent of each product page request
         self.api_status: list[int] = []
         self.app.router.add_get("/p/{i}", self._product)
         self.app.router.add_post("/api/search", self._search)
 
     async def _product(self, request: web.Request) -> web.Response:
+        self.agents.append(request.headers.get("User-Agent", ""))
         return web.Response(
             body=product_page(int(request.match_info["i"])),
             content_type="text/html",
@@ -76,3 +78,39 @@ class ShopSite(Site):
         self.api_status.append(200)
         results = [{"id": k, "price": {"amount": v}} for k, v in sorted(self.prices.items())]
         return web.json_response({"results": results})
+
+
+class ForwardProxy(Site):
+    """A plain-HTTP forward proxy on 127.0.0.1: it answers absolute-form requests by fetching
+    them itself. `proxied` lists the URLs it forwarded, `auth` the Proxy-Authorization seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxied: list[str] = []
+        self.auth: list[str] = []
+        self.app.router.add_route("*", "/{tail:.*}", self._forward)
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        import aiohttp
+
+        target = f"http://{request.headers['Host']}{request.rel_url}"
+        self.proxied.append(target)
+        self.auth.append(request.headers.get("Proxy-Authorization", ""))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, target, headers=headers, data=await request.read()
+            ) as resp,
+        ):
+            body = await resp.read()
+            return web.Response(
+                status=resp.status,
+                body=body,
+                headers={"Content-Type": resp.headers.get("Content-Type", "text/html")},
+            )
+
+
+_HOP = frozenset(
+    {"host", "proxy-authorization", "proxy-connection", "connection", "content-length"}
+)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.crawler_proc import CrawlerProcess, read_logs, run_cli, scrape
 from tests.helpers import free_port, wait_for
-from tests.shop_site import PRODUCTS, ShopSite
+from tests.shop_site import PRODUCTS, ForwardProxy, ShopSite
 
 TOKEN = "tok-Sentinel-7c1e"
 SESSION_1 = "sess-Sentinel-one-41"
@@ -243,3 +243,33 @@ def test_a_header_file_gone_at_run_time_fails_the_run_by_name(
     ]
     assert failed and failed[0]["error_kind"] == "secret"
     assert TOKEN not in log.read_text() + jobs and SESSION_1 not in log.read_text() + jobs
+
+
+@pytest.mark.parametrize("how", ["fetch.proxy", "HTTP_PROXY"])
+def test_proxy_and_user_agent(tmp_path: Path, shop: ShopSite, how: str) -> None:
+    proxy = ForwardProxy().start()
+    try:
+        url = f"http://u:proxy-pw-Sentinel@127.0.0.1:{proxy.port}"
+        fetch = f'{{politeness_delay: 0s, robots: false, proxy: "{url}"}}'
+        env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy")}
+        if how == "HTTP_PROXY":
+            fetch, env["HTTP_PROXY"] = "{politeness_delay: 0s, robots: false}", url
+        cfg = tmp_path / "crawler.yaml"
+        cfg.write_text(f"""\
+state_dir: {tmp_path}/var
+fetch: {fetch}
+sources:
+  - name: products
+    every: 1h
+    urls: ["{shop.base}/p/{{1..2}}"]
+    user_agent: shopbot/1.0 (+https://me.example)
+    fields: {{title: "h1::text"}}
+""")
+        proc = run_cli("once", "-c", str(cfg), env=env)
+    finally:
+        proxy.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proxy.proxied) == [f"{shop.base}/p/1", f"{shop.base}/p/2"]
+    assert all(a.startswith("Basic ") for a in proxy.auth)  # the proxy's credentials went along
+    assert shop.agents == ["shopbot/1.0 (+https://me.example)"] * 2
+    assert "proxy-pw-Sentinel" not in proc.stdout + proc.stderr
