@@ -284,7 +284,14 @@ def dry_run(
     # stays open until every line has come out (or the deadline passes).
     errors = (tmp / "promtail-stderr.txt").open("w")
     proc = subprocess.Popen(
-        [shared_tool("promtail"), f"-config.file={path}", "-stdin", "-dry-run", "-log.level=warn"],
+        [
+            shared_tool("promtail"),
+            f"-config.file={path}",
+            "-config.expand-env=true",  # as compose and deploy run it: `$l` in templates stays
+            "-stdin",
+            "-dry-run",
+            "-log.level=warn",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=errors,  # apart: its lines would cut into the dry-run's on stdout

@@ -102,7 +102,7 @@ def shorter_window(expr: str) -> str:
 
 
 def promtail_config(tmp: Path, loki: int, log: Path) -> Path:
-    """The compose pipeline (its stages and client backoff) tailing the crawler's log file."""
+    """The compose pipeline (its stages and client settings) tailing the crawler's log file."""
     project = yaml.safe_load((ROOT / "promtail" / "promtail-compose.yaml").read_text())
     (scrape,) = project["scrape_configs"]
     client = dict(project["clients"][0], url=f"http://127.0.0.1:{loki}/loki/api/v1/push")
@@ -246,7 +246,15 @@ def test_error_lines_alert_slack_and_fill_the_logs_dashboard(
         timeout=30,
         interval=0.2,
     )
-    processes.start("promtail", [promtail_bin, f"-config.file={promtail_yaml}"])
+    # As compose runs it: -config.expand-env=true, the push account's password from a file
+    # (Loki without the proxy ignores it), no CA file (plain HTTP on 127.0.0.1).
+    password = tmp_path / "promtail" / "loki_push_password"
+    password.write_text("push-password-for-tests\n")
+    processes.start(
+        "promtail",
+        [promtail_bin, f"-config.file={promtail_yaml}", "-config.expand-env=true"],
+        env={"PATH": os.environ.get("PATH", ""), "LOKI_PASSWORD_FILE": str(password)},
+    )
 
     # The ruler loaded the project's rules (tenant `fake`, the single-tenant name).
     def rules_loaded() -> bool:
