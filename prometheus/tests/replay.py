@@ -138,22 +138,26 @@ class Week:
             put(f"crawler_ready{{{INSTANCE}}}", seen(1))
             put(f"crawler_spool_records{{{INSTANCE}}}", seen(0))
             put(f"crawler_spool_bytes{{{INSTANCE}}}", seen(4096))
-            put(f"crawler_spool_max_bytes{{{INSTANCE}}}", seen(256 * 2**20))
+            put(f"crawler_spool_max_bytes{{{INSTANCE}}}", seen(2**28))
             put(f"crawler_spool_oldest_age_seconds{{{INSTANCE}}}", seen(0))
         self.series: dict[str, list[float | None]] = rows
 
 
 def notation(values: Sequence[float | None]) -> str:
-    """promtool's expanding notation: runs of one value as `vxN`, missing samples as `_`."""
+    """promtool's expanding notation: runs of one value as `vxN`, missing samples as `_xN`."""
     out: list[str] = []
     i = 0
     while i < len(values):
         j = i
         while j + 1 < len(values) and values[j + 1] == values[i]:
             j += 1
-        value = values[i]
-        token = "_" if value is None else f"{value:g}"
-        out.append(token if j == i else f"{token}x{j - i}")
+        value, count = values[i], j - i + 1
+        value = None if value is None else float(value)
+        if value is None:  # `_xN` is N missing samples ...
+            out.append("_" if count == 1 else f"_x{count}")
+        else:  # ... but `vxN` is v, then N more
+            token = str(int(value)) if value.is_integer() else str(value)
+            out.append(token if count == 1 else f"{token}x{count - 1}")
         i = j + 1
     return " ".join(out)
 
