@@ -16,6 +16,9 @@ _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _JSON_TYPES = frozenset(
     {"application/json", "text/json", "text/plain", "text/javascript", "application/javascript"}
 )
+# Feeds and sitemaps are XML under many names; sitemaps also come as gzip files.
+_XML_TYPES = frozenset({"application/xml", "text/xml", "text/plain"})
+_GZIP_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/octet-stream"})
 _META_CHARSET = re.compile(
     rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I
 )
@@ -29,6 +32,9 @@ def check_content_type(parser: str, declared: bool, ctype: str) -> None:
     ctype = ctype.lower()
     if parser == "json":
         ok = ctype in _JSON_TYPES or ctype.endswith("+json")
+    elif parser in ("feed", "sitemap"):
+        ok = ctype in _XML_TYPES or ctype.endswith("+xml")
+        ok = ok or (parser == "sitemap" and ctype in _GZIP_TYPES)
     else:
         ok = ctype in _HTML_TYPES
     if not ok:

@@ -42,7 +42,7 @@ from crawler.breaker import Breakers, CircuitBreaker
 from crawler.config import Config, SourceConfig
 from crawler.content import check_content_type, choose_charset
 from crawler.errors import ErrorKind, FetchError
-from crawler.httpstate import HttpState, Revalidation, revalidate
+from crawler.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators, revalidate
 from crawler.lifecycle import Part
 from crawler.metrics import Metrics, status_class
 from crawler.politeness import HostPacer
@@ -78,6 +78,7 @@ class Page:
     attempts: int = 1
     etag: str | None = None
     last_modified: str | None = None
+    links: dict[str, str] | None = None  # RFC 8288 Link header: rel → absolute URL
     # The validators to record by Fetcher.commit() once the page's records are safe.
     validators: Revalidation | None = None
 
@@ -270,34 +271,53 @@ class Fetcher(Part):
 
     # -- the fetch -----------------------------------------------------------------------------
 
-    async def fetch(self, source: SourceConfig, url: str) -> Page:
-        """Fetch `url` for `source`, with retries; raise FetchError on any failure."""
+    async def fetch(self, source: SourceConfig, url: str, *, conditional: bool = True) -> Page:
+        """Fetch `url` for `source`, with retries; raise FetchError on any failure.
+
+        `conditional=False`: a full fetch even when the body is known (a listing whose links
+        are due to be read again); its validators are still kept for the commit."""
         request = await self._prepare(source, url)
         # A POST with a body is another request than a GET of its URL: its own validators.
         key = request.options.key(url)
         old = await self.state.get(source.name, key) if self.state is not None else None
-        if old is not None:
+        if old is not None and conditional:
             request = dataclasses.replace(request, headers=old.headers())
         page = await self._with_retries(request)
         if self.state is None:
             return page
-        change = revalidate(old, page.status, page.etag, page.last_modified, page.body)
+        change = revalidate(old, page.status, page.etag, page.last_modified, page.body, conditional)
         if change is None:
             return page
         if change.unchanged:
             page = dataclasses.replace(page, body=b"", not_modified=True)
         return dataclasses.replace(page, validators=change)
 
-    def commit(self, source: SourceConfig, url: str, page: Page) -> None:
-        """Record the page's validators; call only once its records are committed.
+    def commit(
+        self,
+        source: SourceConfig,
+        url: str,
+        page: Page,
+        *,
+        next_url: str | None = None,
+        stamp_every: float = STAMP_EVERY,
+    ) -> None:
+        """Record the page's validators, stamped now; call only once its records are committed.
 
         Until then a crash, a parse error or a refused batch leaves the old validators, so the
         next fetch is a full one that gets extracted again: "not modified" can never hide
-        records that were not stored.
+        records that were not stored. `next_url`: a listing page's next page.
         """
         if self.state is not None and page.validators is not None:
+            change = page.validators
+            new = dataclasses.replace(change.new, fetched_at=time.time(), next_url=next_url)
             key = self._options(source).key(url)
-            self.state.put(source.name, key, page.validators.old, page.validators.new)
+            self.state.put(source.name, key, change.old, new, stamp_every)
+
+    async def known(self, source: SourceConfig, url: str) -> Validators | None:
+        """What the state store holds for the URL (its stamp, a listing's next page), if any."""
+        if self.state is None:
+            return None
+        return await self.state.get(source.name, self._options(source).key(url))
 
     async def _prepare(self, source: SourceConfig, url: str) -> Request:
         """Step 1: fail fast on an open circuit or robots.txt; the politeness gap."""
@@ -423,6 +443,7 @@ class Fetcher(Part):
                         not_modified=status == 304,
                         etag=resp.headers.get("ETag"),
                         last_modified=resp.headers.get("Last-Modified"),
+                        links=_link_rels(resp) if "Link" in resp.headers else None,
                     )
         finally:
             m.in_flight.dec()
@@ -524,3 +545,16 @@ class Fetcher(Part):
                 raise FetchError(ErrorKind.TOO_LARGE, f"body over the cap of {cap} bytes")
             buf += chunk
         return bytes(buf)
+
+
+def _link_rels(resp: aiohttp.ClientResponse) -> dict[str, str] | None:
+    """The Link header's targets by relation (`rel="next last"` names two)."""
+    try:
+        links = resp.links
+    except ValueError:  # a hostile header: no links, not a failed page
+        return None
+    out: dict[str, str] = {}
+    for rel, link in links.items():
+        for name in str(rel).split():
+            out.setdefault(name.lower(), str(link.get("url")))
+    return out

@@ -1,5 +1,9 @@
 """Conditional-GET state: ETag, Last-Modified and a body hash per (source, URL), in SQLite.
 
+With them, per URL: when its last successful fetch was committed (`fetched_at`, which
+`follow.refresh_after` and `sitemap.changed_only` compare against), and for a listing page the
+next page it led to (`next_url`, so a listing that did not change still leads on to the next).
+
 Only these validators are kept, never bodies: the SD card is small. The card also wears, so a
 row is written only when a value changed, and writes are batched (one commit for up to
 `FLUSH_ROWS` rows, or after `FLUSH_AFTER` seconds, and on close).
@@ -10,14 +14,23 @@ URL. So it skips the fsync per commit that the spool and store need (they use FU
 
 The key includes the source: two sources reading one URL must each see its body once.
 Failures of this store never fail a fetch: they are logged and conditional GET is skipped.
+
+Rows are written only for pages whose records (or, for a listing, whose detail pages) were
+committed. `fetched_at` is rewritten at most once per `STAMP_EVERY` when nothing else changed
+(more often only where `refresh_after`/`changed_only` need it exact), so an unchanged page costs
+no write per run. Rows whose `fetched_at` is older than `PRUNE_AFTER` (URLs no run reaches any
+more: pages 2..n of a cursor API whose cursors change, products gone from a catalogue) are
+deleted at start-up and once a day, `PRUNE_BATCH` rows per transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +41,9 @@ log = logging.getLogger("crawler.httpstate")
 
 FLUSH_ROWS = 256
 FLUSH_AFTER = 5.0
+STAMP_EVERY = 86400.0
+PRUNE_AFTER = 30 * 86400.0
+PRUNE_BATCH = 500
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -40,6 +56,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, url)
     ) WITHOUT ROWID;
     """,
+    # Rows from before the stamp count as fetched now: pruned only if not seen for 30 days.
+    """
+    ALTER TABLE http_state ADD COLUMN fetched_at REAL;
+    ALTER TABLE http_state ADD COLUMN next_url TEXT;
+    UPDATE http_state SET fetched_at = CAST(strftime('%s', 'now') AS REAL);
+    """,
 )
 
 
@@ -50,6 +72,12 @@ class Validators:
     etag: str | None = None
     last_modified: str | None = None
     body_hash: bytes | None = None
+    fetched_at: float | None = None  # Unix time the last successful fetch was committed
+    next_url: str | None = None  # a listing page: the next page of its pagination
+
+    def same_content(self, other: Validators | None) -> bool:
+        """Equal but for the time stamp."""
+        return other is not None and dataclasses.replace(other, fetched_at=self.fetched_at) == self
 
     def headers(self) -> dict[str, str]:
         """The conditional request headers these validators allow."""
@@ -75,21 +103,30 @@ class Revalidation:
 
 
 def revalidate(
-    old: Validators | None, status: int, etag: str | None, last_modified: str | None, body: bytes
+    old: Validators | None,
+    status: int,
+    etag: str | None,
+    last_modified: str | None,
+    body: bytes,
+    conditional: bool = True,
 ) -> Revalidation | None:
     """The bookkeeping of one conditional GET's answer; None when there is nothing to record.
 
     A 304 keeps the body hash and refreshes any validator the server sent again. A full body is
     hashed: servers without validators (or with ones that change on every response) still get
-    "not modified" when the bytes are the same.
+    "not modified" when the bytes are the same. `conditional=False` (a full fetch asked for):
+    an identical body is not "unchanged", but the validators are still kept.
     """
     if status == 304:
         if old is None:
             return None
-        new = Validators(etag or old.etag, last_modified or old.last_modified, old.body_hash)
+        # The stamp and a listing's next page stay what they were.
+        new = dataclasses.replace(
+            old, etag=etag or old.etag, last_modified=last_modified or old.last_modified
+        )
         return Revalidation(old, new, unchanged=False)
     digest = hashlib.blake2b(body, digest_size=16).digest()
-    unchanged = old is not None and old.body_hash == digest
+    unchanged = conditional and old is not None and old.body_hash == digest
     return Revalidation(old, Validators(etag, last_modified, digest), unchanged)
 
 
@@ -108,6 +145,8 @@ class HttpState(Part):
         self._flushing: asyncio.Task[None] | None = None
         self.writes = 0  # rows written (tests check the store writes only on change)
         self.commits = 0
+        self.pruned = 0
+        self._pruned_at = 0.0
 
     async def open(self) -> None:
         def _open() -> sqlite3.Connection:
@@ -128,6 +167,24 @@ class HttpState(Part):
                 extra={"path": str(self.path), "error": str(exc)},
             )
             self._conn = None
+            return
+        await self.prune()
+
+    async def prune(self, now: float | None = None) -> None:
+        """Delete rows not stamped for `PRUNE_AFTER`, in small transactions."""
+        conn = self._conn
+        if conn is None:
+            return
+        now = time.time() if now is None else now
+        self._pruned_at = now
+        try:
+            while True:
+                n: int = await self._worker.run(_prune_batch, conn, now - PRUNE_AFTER)
+                self.pruned += n
+                if n < PRUNE_BATCH:
+                    break
+        except sqlite3.Error as exc:
+            log.error("HTTP state prune failed", extra={"error": str(exc)})
 
     @property
     def available(self) -> bool:
@@ -153,10 +210,11 @@ class HttpState(Part):
 
         def _get() -> Validators | None:
             row = conn.execute(
-                "SELECT etag, last_modified, body_hash FROM http_state WHERE source=? AND url=?",
+                "SELECT etag, last_modified, body_hash, fetched_at, next_url"
+                " FROM http_state WHERE source=? AND url=?",
                 key,
             ).fetchone()
-            return Validators(row[0], row[1], row[2]) if row else None
+            return Validators(*row) if row else None
 
         try:
             result: Validators | None = await self._worker.run(_get)
@@ -165,9 +223,26 @@ class HttpState(Part):
             return None
         return result
 
-    def put(self, source: str, url: str, old: Validators | None, new: Validators | None) -> None:
-        """Remember `new` for the URL (None forgets it); a no-op when it equals `old`."""
+    def put(
+        self,
+        source: str,
+        url: str,
+        old: Validators | None,
+        new: Validators | None,
+        stamp_every: float = STAMP_EVERY,
+    ) -> None:
+        """Remember `new` for the URL (None forgets it); a no-op when it equals `old`, or differs
+        only by a time stamp less than `stamp_every` newer."""
         if self._conn is None or old == new:
+            return
+        if (
+            new is not None
+            and old is not None
+            and new.same_content(old)
+            and new.fetched_at is not None
+            and old.fetched_at is not None
+            and new.fetched_at - old.fetched_at < stamp_every
+        ):
             return
         self._pending[(source, url)] = new
         if len(self._pending) >= FLUSH_ROWS:
@@ -200,6 +275,8 @@ class HttpState(Part):
                 return
             self.writes += len(batch)
             self.commits += 1
+        if time.time() - self._pruned_at > STAMP_EVERY:
+            await self.prune()
 
 
 def _write(conn: sqlite3.Connection, rows: dict[_Key, Validators | None]) -> None:
@@ -209,6 +286,17 @@ def _write(conn: sqlite3.Connection, rows: dict[_Key, Validators | None]) -> Non
                 conn.execute("DELETE FROM http_state WHERE source=? AND url=?", (source, url))
             else:
                 conn.execute(
-                    "INSERT OR REPLACE INTO http_state VALUES (?, ?, ?, ?, ?)",
-                    (source, url, v.etag, v.last_modified, v.body_hash),
+                    "INSERT OR REPLACE INTO http_state"
+                    " (source, url, etag, last_modified, body_hash, fetched_at, next_url)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (source, url, v.etag, v.last_modified, v.body_hash, v.fetched_at, v.next_url),
                 )
+
+
+def _prune_batch(conn: sqlite3.Connection, before: float) -> int:
+    cur = conn.execute(
+        "DELETE FROM http_state WHERE (source, url) IN"
+        " (SELECT source, url FROM http_state WHERE fetched_at < ? LIMIT ?)",
+        (before, PRUNE_BATCH),
+    )
+    return int(cur.rowcount)

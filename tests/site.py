@@ -48,7 +48,8 @@ def html_page(page: int, version: int = 0) -> bytes:
 class Site:
     """The test site. `hits` counts requests per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host  # any 127.0.0.x: a second "host" for off-host tests
         self.port = free_port()
         self.app = web.Application()
         self.hits: Counter[str] = Counter()
@@ -69,7 +70,7 @@ class Site:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def _page(self, request: web.Request) -> web.Response:
         if self.fail:
@@ -97,7 +98,7 @@ class Site:
             self._loop = loop
             self._runner = web.AppRunner(self.app, access_log=None)
             loop.run_until_complete(self._runner.setup())
-            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._runner.cleanup())
