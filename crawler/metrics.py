@@ -24,6 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from crawler import __version__
+from crawler.discover import SKIP_REASONS
 
 # Pages on a home connection take 100 ms to several seconds; a Pi adds parse time on top. The
 # overview dashboard draws this one's p50 and p95 per source: 8 buckets are enough for that
@@ -240,6 +241,38 @@ class Metrics:
         self.robots_fetches = Counter(
             "crawler_robots_fetches", "robots.txt fetches.", ["outcome"], registry=r
         )
+        # Discovery (paginate, follow, sitemap, feed): labels are bounded enums in
+        # crawler.discover (ROLES, SKIP_REASONS, BOUNDS).
+        self.source_pages = Counter(
+            "crawler_source_pages",
+            "Pages fetched (200 or not modified), by role: listing, detail, sitemap, feed.",
+            ["source", "role"],
+            registry=r,
+        )
+        self.links_found = Counter(
+            "crawler_source_links_found",
+            "Links found on listing pages and feeds (before filtering).",
+            ["source"],
+            registry=r,
+        )
+        self.links_followed = Counter(
+            "crawler_source_links_followed",
+            "Links queued as detail pages.",
+            ["source"],
+            registry=r,
+        )
+        self.links_skipped = Counter(
+            "crawler_source_links_skipped",
+            "Links not fetched, by reason: seen, excluded, off_host, bound, fresh.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.bound_hits = Counter(
+            "crawler_source_bound_hits",
+            "Runs that stopped at a configured bound (max_pages, max_per_run, max_urls).",
+            ["source", "bound"],
+            registry=r,
+        )
         self.pull = _PullGauges()
         r.register(self.pull)
 
@@ -276,6 +309,20 @@ class Metrics:
             "Age of the oldest spooled record or run; 0 when empty.",
             oldest_age,
         )
+
+    def init_discovery(self, source: str, roles: list[str], bounds: list[str], links: bool) -> None:
+        """Create a source's discovery series at 0: the page roles and bounds its configuration
+        can produce, and the link counters when it follows links or reads a sitemap (a plain
+        source gets one series: its pages, all `listing`)."""
+        for role in roles:
+            self.source_pages.labels(source, role)
+        for bound in bounds:
+            self.bound_hits.labels(source, bound)
+        if links:
+            self.links_found.labels(source)
+            self.links_followed.labels(source)
+            for reason in SKIP_REASONS:
+                self.links_skipped.labels(source, reason)
 
     def init_source(self, source: str, hosts: frozenset[str], backend: str) -> None:
         """Create at 0 the source's series that alerts read with rate()/increase(), so their
