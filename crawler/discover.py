@@ -14,6 +14,7 @@ answers every page number with the last page).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,26 +188,53 @@ class Chain:
 
 
 class LinkFilter:
-    """Decides, link by link, whether a run follows it; the run's seen-set lives here."""
+    """Decides, link by link, whether a run follows it; the run's seen-set lives here.
 
-    def __init__(self, cfg: FollowConfig, seen: set[str]) -> None:
-        self.cfg, self.seen = cfg, seen
+    Two steps, because freshness (`refresh_after`, `changed_only`) needs a look at the state
+    store in between: `check()` for what the URL alone decides, `take()` for the run's bound.
+    A fresh page does not use up the bound, so a large catalogue is still walked to its end.
+    """
+
+    def __init__(
+        self,
+        include: tuple[re.Pattern[str], ...],
+        exclude: tuple[re.Pattern[str], ...],
+        same_host: bool,
+        limit: int,
+        seen: set[str],
+    ) -> None:
+        self.include, self.exclude, self.same_host = include, exclude, same_host
+        self.limit, self.seen = limit, seen
         self.taken = 0
 
-    def skip_reason(self, url: str, listing_host: str) -> str | None:
-        """Why `url` is not followed, or None when it is (and then it counts as taken)."""
-        cfg = self.cfg
-        if not url_wanted(url, cfg.include, cfg.exclude):
+    @classmethod
+    def for_follow(cls, cfg: FollowConfig, seen: set[str]) -> LinkFilter:
+        return cls(cfg.include, cfg.exclude, cfg.same_host, cfg.max_per_run, seen)
+
+    def check(self, url: str, listing_host: str) -> str | None:
+        """Why `url` is not followed (`excluded`, `off_host`, `seen`), or None."""
+        if not url_wanted(url, self.include, self.exclude):
             return EXCLUDED
-        if cfg.same_host and urlsplit(url).netloc != listing_host:
+        if self.same_host and urlsplit(url).netloc != listing_host:
             return OFF_HOST
         if url in self.seen:
             return SEEN
-        if self.taken >= cfg.max_per_run:
-            return BOUND
+        return None
+
+    def take(self, url: str) -> bool:
+        """Count `url` as followed, or False when the run's bound is reached."""
+        if self.taken >= self.limit:
+            return False
         self.seen.add(url)
         self.taken += 1
-        return None
+        return True
+
+    def skip_reason(self, url: str, listing_host: str) -> str | None:
+        """`check()` then `take()`: why `url` is not followed, or None when it is."""
+        reason = self.check(url, listing_host)
+        if reason is None and not self.take(url):
+            return BOUND
+        return reason
 
 
 class Group:

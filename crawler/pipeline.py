@@ -9,23 +9,22 @@ the run: a flaky page must not page the user, the error-ratio alert covers it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from crawler.config import Config, SourceConfig
-from crawler.errors import CrawlerError, ErrorKind, FetchError, SecretUnavailable
-from crawler.extract import Extractor
+from crawler.errors import CrawlerError, ErrorKind, SecretUnavailable
 from crawler.fetch import Fetcher
 from crawler.fields import FieldTally
 from crawler.metrics import Metrics
 from crawler.record import Record, RunRow
 from crawler.sink import Sink
 from crawler.storable import clean_text
+from crawler.walk import SourcePlan, Walk
 
 log = logging.getLogger("crawler.pipeline")
 
@@ -88,11 +87,11 @@ class Pipeline:
 
     def __init__(self, config: Config, metrics: Metrics, fetcher: Fetcher, sink: Sink) -> None:
         self.config, self.metrics, self.fetcher, self.sink = config, metrics, fetcher, sink
-        self.extractors = {s.name: Extractor(s) for s in config.sources}
+        self.plans = {s.name: SourcePlan(s) for s in config.sources}
         self.stopping = False  # set on shutdown: runs take no new URLs
         for s in config.sources:
             metrics.init_source(s.name, s.hosts, sink.backend)
-            fs = self.extractors[s.name].fields
+            fs = self.plans[s.name].detail.fields
             metrics.init_fields(s.name, fs.names, bool(fs.required))
 
     async def run_source(self, source: SourceConfig) -> RunResult:
@@ -101,23 +100,23 @@ class Pipeline:
         started = time.monotonic()
         log.info("source run started", extra={"source": source.name, "urls": len(source.urls)})
         batcher = _Batcher(self.sink, source.name, self.config.storage.batch_size, m)
-        # Each URL once per run. A source's method and body are the same for all its URLs, so
-        # the URL alone tells two requests apart here (Prepared.key for the state store).
-        urls: Iterator[str] = iter(dict.fromkeys(source.urls))
-        extractor = self.extractors[source.name]
+        walk = Walk(self.plans[source.name], self.fetcher, m, result, batcher.add)
 
         async def worker() -> None:
-            for url in urls:
-                if self.stopping:
-                    return
-                await self._one(source, extractor, url, batcher, result)
+            # The frontier ends once nothing is queued and no worker can queue more.
+            while not self.stopping and (task := await walk.frontier.get()) is not None:
+                try:
+                    await walk.visit(task)
+                finally:
+                    walk.frontier.done()
 
         try:
             # The run's request: header file, token and password read now, once per run.
             self.fetcher.begin_run(source)
-            n = min(self.config.fetch.concurrency, len(source.urls))
-            await _all_or_none([worker() for _ in range(n)])
+            await walk.seed()
+            await _all_or_none([worker() for _ in range(self.config.fetch.concurrency)])
             await batcher.flush()
+            walk.finish()
         except Exception as exc:
             # CrawlerError: the sink refused a batch (spool full, store broken). Anything else
             # is a bug or a value no layer expected: it ends this run, never the scheduler's job
@@ -167,59 +166,6 @@ class Pipeline:
             },
         )
         return result
-
-    async def _one(
-        self,
-        source: SourceConfig,
-        extractor: Extractor,
-        url: str,
-        batcher: _Batcher,
-        result: RunResult,
-    ) -> None:
-        m = self.metrics
-        try:
-            page = await self.fetcher.fetch(source, url)
-            if page.not_modified:
-                result.not_modified += 1
-                m.not_modified.labels(source.name).inc()
-                self.fetcher.commit(source, url, page)
-                return
-            records = extractor.extract(page.body, page.charset, url, result.fields)
-            result.fields.flush(m, source.name)
-        except FetchError as exc:
-            result.failed_pages += 1
-            result.errors[exc.kind.value] = result.errors.get(exc.kind.value, 0) + 1
-            m.fetch_errors.labels(source.name, exc.kind.value).inc()
-            log.warning(
-                "fetch failed",
-                extra={
-                    "source": source.name,
-                    "url": url,
-                    "error_kind": exc.kind.value,
-                    "status": exc.status,
-                    "error": str(exc),
-                },
-            )
-            return
-        result.pages += 1
-        result.records += len(records)
-        m.pages.labels(source.name).inc()
-        m.records_extracted.labels(source.name).inc(len(records))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "page extracted",
-                extra={
-                    "source": source.name,
-                    "url": url,
-                    "status": page.status,
-                    "duration_ms": round(page.duration * 1000),
-                    "records": len(records),
-                },
-            )
-        if records:
-            await batcher.add(records, functools.partial(self.fetcher.commit, source, url, page))
-        else:
-            self.fetcher.commit(source, url, page)
 
     async def _account(self, result: RunResult) -> None:
         row = RunRow(

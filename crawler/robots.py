@@ -58,6 +58,12 @@ class RobotsPolicy:
             return True
         return bool(self.parser.can_fetch(url, user_agent))
 
+    def sitemaps(self) -> list[str]:
+        """The URLs of the file's `Sitemap:` lines (for `sitemap: {url: robots}`)."""
+        if self.parser is None:
+            return []
+        return [str(u) for u in self.parser.sitemaps]
+
     def crawl_delay(self, user_agent: str) -> float | None:
         """Seconds between requests asked for by Crawl-delay (or Request-rate), if any."""
         if self.parser is None:

@@ -46,7 +46,7 @@ class CatalogueSite(Site):
         r.add_get("/cat/page-{n}.html", self._catalogue)
         r.add_get("/p/{n}.html", self._detail)
         r.add_get("/private/{n}.html", self._detail)
-        r.add_get("/loop/page-{n}.html", self._loop)
+        r.add_get("/loop/page-{n}.html", self._looping)
         r.add_get("/endless/page-{n}.html", self._endless)
         r.add_get("/same", self._same)
         r.add_get("/api/cursor", self._api_cursor)
@@ -79,10 +79,17 @@ class CatalogueSite(Site):
             for n in range((page - 1) * PER_PAGE, page * PER_PAGE)
         ]
         if page == 2:  # a duplicate link, a link to another host, and one robots.txt forbids
-            pods.append("<article class='product_pod'><h3><a href='/p/0.html'>again</a></h3>")
-            pods.append(f"<article class='product_pod'><h3><a href='{self.other}/p/1.html'>x</a>")
+            pods.append(
+                "<article class='product_pod'><h3><a href='/p/0.html'>again</a></h3></article>"
+            )
+            pods.append(
+                f"<article class='product_pod'><h3><a href='{self.other}/p/1.html'>x</a></h3>"
+                "</article>"
+            )
         if page == 3:
-            pods.append("<article class='product_pod'><h3><a href='/private/1.html'>p</a></h3>")
+            pods.append(
+                "<article class='product_pod'><h3><a href='/private/1.html'>p</a></h3></article>"
+            )
         nxt = f"<li class='next'><a href='page-{page + 1}.html'>next</a></li>" if page < PAGES else ""
         return _html(f"<h1>Page {page}</h1>{''.join(pods)}<ul class='pager'>{nxt}</ul>")
 
@@ -94,7 +101,7 @@ class CatalogueSite(Site):
             f"<tr><th>Price</th><td>£{10 + n}.00</td></tr></table>"
         )
 
-    async def _loop(self, request: web.Request) -> web.Response:
+    async def _looping(self, request: web.Request) -> web.Response:
         page = int(request.match_info["n"])  # 1 → 2 → 3 → 1 …
         items = "".join(f"<div class='item'>loop {page}-{i}</div>" for i in range(3))
         nxt = page % 3 + 1
@@ -166,7 +173,8 @@ class CatalogueSite(Site):
     async def _sitemap_pages(self, request: web.Request) -> web.Response:
         return _xml(
             f"<urlset {SM}><url><loc>{self.base}/about</loc></url>"
-            f"<url><loc>{self.base}/posts/{POSTS - 1}</loc></url></urlset>"  # listed twice
+            f"<url><loc>{self.base}/posts/{POSTS - 1}</loc>"  # listed twice
+            f"<lastmod>{self.lastmod[POSTS - 1]}</lastmod></url></urlset>"
         )
 
     async def _post(self, request: web.Request) -> web.Response:

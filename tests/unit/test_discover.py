@@ -127,7 +127,7 @@ def test_link_filter_reasons_in_order():
         exclude=(re.compile(r"/p/secret"),),
         max_per_run=2,
     )
-    f = LinkFilter(cfg, set())
+    f = LinkFilter.for_follow(cfg, set())
     host = "s.example"
     assert f.skip_reason("https://s.example/about", host) == EXCLUDED
     assert f.skip_reason("https://s.example/p/secret-1", host) == EXCLUDED
@@ -136,7 +136,9 @@ def test_link_filter_reasons_in_order():
     assert f.skip_reason("https://s.example/p/1", host) == SEEN
     assert f.skip_reason("https://s.example/p/2", host) is None
     assert f.skip_reason("https://s.example/p/3", host) == BOUND
-    everywhere = LinkFilter(FollowConfig(links="a", same_host=False, max_per_run=5), set())
+    everywhere = LinkFilter.for_follow(
+        FollowConfig(links="a", same_host=False, max_per_run=5), set()
+    )
     assert everywhere.skip_reason("https://other.example/x", host) is None
 
 
