@@ -212,27 +212,28 @@ class LinkFilter:
         return cls(cfg.include, cfg.exclude, cfg.same_host, cfg.max_per_run, seen)
 
     def check(self, url: str, listing_host: str) -> str | None:
-        """Why `url` is not followed (`excluded`, `off_host`, `seen`), or None."""
+        """Why `url` is not followed (`excluded`, `off_host`, `seen`), or None: then it is
+        seen from now on (before any await, so two workers never both claim one URL)."""
         if not url_wanted(url, self.include, self.exclude):
             return EXCLUDED
         if self.same_host and urlsplit(url).netloc != listing_host:
             return OFF_HOST
         if url in self.seen:
             return SEEN
+        self.seen.add(url)
         return None
 
-    def take(self, url: str) -> bool:
-        """Count `url` as followed, or False when the run's bound is reached."""
+    def take(self) -> bool:
+        """Count one more link as followed, or False when the run's bound is reached."""
         if self.taken >= self.limit:
             return False
-        self.seen.add(url)
         self.taken += 1
         return True
 
     def skip_reason(self, url: str, listing_host: str) -> str | None:
         """`check()` then `take()`: why `url` is not followed, or None when it is."""
         reason = self.check(url, listing_host)
-        if reason is None and not self.take(url):
+        if reason is None and not self.take():
             return BOUND
         return reason
 

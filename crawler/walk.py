@@ -162,7 +162,12 @@ class Walk:
     async def visit(self, task: Task) -> None:
         m, name = self.metrics, self.source.name
         try:
-            page = await self.fetcher.fetch(self.plan.as_role[task.role], task.url)
+            conditional = True
+            if self.follow is not None and task.role in (LISTING, FEED):
+                conditional = await self._links_still_fresh(task.url)
+            page = await self.fetcher.fetch(
+                self.plan.as_role[task.role], task.url, conditional=conditional
+            )
             m.source_pages.labels(name, task.role).inc()
             if page.not_modified:
                 self._not_modified(task, page)
@@ -204,6 +209,15 @@ class Walk:
         if task.group is not None:
             task.group.child_done(True)
 
+    async def _links_still_fresh(self, url: str) -> bool:
+        """Whether a listing's links, read at its last commit, may be trusted this run: only
+        within `refresh_after` of that (else, and without `refresh_after`, the links are read
+        again so every detail page's own `refresh_after` and validators decide about it)."""
+        follow = self.source.follow
+        if follow is None or follow.refresh_after is None:
+            return False
+        return await self._fresh(url, follow.refresh_after)
+
     def _not_modified(self, task: Task, page: Page) -> None:
         self.result.not_modified += 1
         self.metrics.not_modified.labels(self.source.name).inc()
@@ -213,6 +227,10 @@ class Walk:
         if task.chain is not None and self.source.paginate is not None:
             new = page.validators[1] if page.validators is not None else None
             self._step_chain(task, next_url, new.body_hash if new else None, None)
+        if self.follow is not None and task.role != DETAIL:
+            # A listing read from its stored state: recorded as it was, stamp included, so
+            # its links are read again once `refresh_after` has passed since they last were.
+            return
         stamp_every = self.plan.detail_stamp_every if task.role == DETAIL else STAMP_EVERY
         self._commit(task, page, next_url=next_url, stamp_every=stamp_every)
 
@@ -291,7 +309,14 @@ class Walk:
         if task.chain is not None and self.plan.paginator is not None:
             next_url = self.plan.paginator.next_url(task.url, doc, page.links)
         group = Group(
-            functools.partial(self.fetcher.commit, self.source, task.url, page, next_url=next_url)
+            functools.partial(
+                self.fetcher.commit,
+                self.source,
+                task.url,
+                page,
+                next_url=next_url,
+                stamp_every=self.plan.detail_stamp_every,
+            )
         )
         m.links_found.labels(name).inc(len(raw))
         host = urlsplit(task.url).netloc
@@ -302,9 +327,8 @@ class Walk:
             reason = EXCLUDED if url is None else self.follow.check(url, host)
             if reason is None and url is not None:
                 if refresh_after is not None and await self._fresh(url, refresh_after):
-                    self.seen.add(url)
                     reason = FRESH
-                elif not self.follow.take(url):
+                elif not self.follow.take():
                     reason = BOUND
                     complete = False
                     self.bounds.add("max_per_run")
@@ -363,9 +387,8 @@ class Walk:
             reason = EXCLUDED if url is None else urls.check(url, "")
             if reason is None and url is not None:
                 if cfg.changed_only and await self._fresh(url, -1.0, entry.lastmod):
-                    self.seen.add(url)
                     reason = FRESH
-                elif not urls.take(url):
+                elif not urls.take():
                     reason = BOUND
                     self.bounds.add("max_urls")
                 else:

@@ -90,7 +90,9 @@ class CatalogueSite(Site):
             pods.append(
                 "<article class='product_pod'><h3><a href='/private/1.html'>p</a></h3></article>"
             )
-        nxt = f"<li class='next'><a href='page-{page + 1}.html'>next</a></li>" if page < PAGES else ""
+        nxt = (
+            f"<li class='next'><a href='page-{page + 1}.html'>next</a></li>" if page < PAGES else ""
+        )
         return _html(f"<h1>Page {page}</h1>{''.join(pods)}<ul class='pager'>{nxt}</ul>")
 
     async def _detail(self, request: web.Request) -> web.Response:
@@ -99,6 +101,7 @@ class CatalogueSite(Site):
         return _html(
             f"<h1>{p['title']}</h1><table class='table'><tr><th>UPC</th><td>{p['upc']}</td></tr>"
             f"<tr><th>Price</th><td>£{10 + n}.00</td></tr></table>"
+            f"<p class='edition'>v{self.version}</p>"
         )
 
     async def _looping(self, request: web.Request) -> web.Response:
