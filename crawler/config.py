@@ -31,7 +31,14 @@ from crawler.configfile import (
     section,
     setting,
 )
+from crawler.discover_config import (
+    FollowConfig,
+    PaginateConfig,
+    SitemapConfig,
+    source_problems,
+)
 from crawler.errors import ConfigError
+from crawler.feed import ENTRY_KEYS
 from crawler.fields import FieldSpec, field_problems
 from crawler.logs import FORMATS as LOG_FORMATS
 from crawler.request import RequestConfig, proxy_url
@@ -68,23 +75,24 @@ class SourceConfig:
         cv.url_templates,
         "`http(s)` URLs; `{1..10}`, `{01..10}`, `{0..100..10}` expand (several ranges: every "
         "combination)",
-        shown="required",
+        shown="required (or `sitemap`)",
     )
     url: str | None = setting(None, cv.http_url, "one URL: the same as `urls: [URL]`")
     parser: str = setting(
         "html",
-        cv.choice("html", "json"),
-        "`html` (CSS, or XPath with an `xpath:` prefix) or `json` (JMESPath)",
+        cv.choice("html", "json", "feed"),
+        "`html` (CSS, or XPath with an `xpath:` prefix), `json` (JMESPath) or `feed` (RSS 2.0, "
+        "RSS 1.0, Atom: each entry a record)",
     )
     items: str | None = setting(
         None, cv.string, "selector of the repeated element; none → the whole page is one record"
     )
     fields: tuple[FieldSpec, ...] = entries(
         FieldSpec,
-        "`name: selector`, or `name: {selector: …, type: …, …}`: the field pipeline below",
+        "`name: selector`, or `name: {selector: …, type: …, …}`: the field pipeline below; "
+        "with `follow`, of the detail pages; with `parser: feed`, optional (entry keys by name)",
         by_name="name",
         shorthand="selector",
-        required=True,
     )
     key: tuple[str, ...] = setting(
         (),
@@ -118,6 +126,20 @@ class SourceConfig:
     enabled: bool = setting(
         True, cv.boolean, "`false` keeps the source configured but never scheduled"
     )
+    paginate: PaginateConfig | None = section(
+        PaginateConfig,
+        "how a listing page leads to the next: exactly one of `next`, `cursor`, `link_header`, "
+        "`page_param` (below)",
+        optional=True,
+    )
+    follow: FollowConfig | None = section(
+        FollowConfig,
+        "links on the listing pages fetched as detail pages, which give the records (below)",
+        optional=True,
+    )
+    sitemap: SitemapConfig | None = section(
+        SitemapConfig, "the source's URLs from a sitemap instead of `urls` (below)", optional=True
+    )
     line: int | None = derived()
 
     def __post_init__(self) -> None:
@@ -129,15 +151,24 @@ class SourceConfig:
             yield "every", "a source needs `every` or `cron`"
         elif self.every is not None and self.cron is not None:
             yield "cron", "use `every` or `cron`, not both"
-        if not self.urls:
-            yield "urls", "a source needs at least one URL"
-        if self.items is not None and (error := check_selector(self.parser, self.items)):
+        if not self.urls and self.sitemap is None:
+            yield "urls", "a source needs at least one URL (or a `sitemap`)"
+        elif self.urls and self.sitemap is not None:
+            yield "urls", "a sitemap source takes its URLs from the sitemap: remove `urls`"
+        if not self.fields and self.parser != "feed":
+            yield "fields", "needs at least one entry"
+        yield from source_problems(self.parser, self.paginate, self.follow, self.sitemap)
+        # With `follow`, items and fields are read on the detail pages, with their parser.
+        parser = self.follow.parser if self.follow is not None else self.parser
+        if self.items is not None and (error := check_selector(parser, self.items)):
             yield "items", error
         for f in self.fields:
-            for key, error in field_problems(f, self.parser):
+            for key, error in field_problems(f, parser):
                 # `name: SELECTOR` is the common form: its problem is the field's own.
                 yield (f"fields.{f.name}" if key == "selector" else f"fields.{f.name}.{key}"), error
         names = {f.name for f in self.fields}
+        if not names and self.parser == "feed" and self.follow is None:
+            names = set(ENTRY_KEYS)  # a feed's entries as they are
         for k in self.key:
             if k not in names:
                 yield "key", f"{k!r} is not one of the fields"

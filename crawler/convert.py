@@ -103,6 +103,13 @@ def positive_int(value: Any) -> int:
     return value
 
 
+def whole_number(value: Any) -> int:
+    """An integer, zero and negative ones included (a page number may start at 0)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number, not {kind(value)}")
+    return value
+
+
 def ratio(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError("must be a number greater than 0 and at most 1")

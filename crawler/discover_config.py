@@ -2,8 +2,8 @@
 
 Each is optional on a source and each carries a required bound (`max_pages`, `max_per_run`,
 `max_urls`): a run's work and its frontier must stay bounded on a 1 GB Pi, whatever the site
-does. Cross-key problems (two pagination kinds, a cursor without its parameter, ...) come out
-of `check()` as `(relative key, message)`.
+does. Rules within one section come out of its `check()`; rules that need the source (its
+parser, a sitemap next to a follow) are in `SourceConfig.check()` via `source_problems()`.
 """
 
 from __future__ import annotations
@@ -11,26 +11,54 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from crawler import convert as cv
+from crawler.configfile import REQUIRED, setting
 
 PAGINATION_KINDS = ("next", "cursor", "link_header", "page_param")
 FOLLOW_PARSERS = ("html", "json")
-# Parsers whose pages can give links to follow (a feed gives its entries' `link`).
+# Parsers whose pages can give links to follow (a feed gives its entries' `link` or `id`).
 LINK_PARSERS = ("html", "json", "feed")
+FEED_LINK_KEYS = ("link", "id")
 # sitemaps.org caps a sitemap at 50,000 URLs and 50 MB uncompressed.
 SITEMAP_MAX_BYTES = 50 * 10**6
+
+
+def _sitemap_url(value: Any) -> str:
+    if value == "robots":
+        return "robots"
+    try:
+        return cv.http_url(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither an http(s) URL nor `robots`") from None
 
 
 @dataclass(frozen=True, kw_only=True)
 class PaginateConfig:
     """How a listing page leads to the next one: exactly one kind, and a bound."""
 
-    next: str | None = None  # selector (html) / JMESPath (json) giving the next page's URL
-    cursor: str | None = None  # JMESPath to a cursor value …
-    param: str | None = None  # … put into this query parameter of the current URL
-    link_header: str | None = None  # the `rel` of the RFC 8288 Link header to follow
-    page_param: str | None = None  # a query parameter incremented page by page
-    start: int = 1  # page_param's first value
-    max_pages: int = 0  # pages per start URL at most (required)
+    next: str | None = setting(
+        None,
+        cv.string,
+        "selector (html) or JMESPath (json) giving the next page's URL, joined with the page's",
+    )
+    cursor: str | None = setting(
+        None, cv.string, "JMESPath (json) to a cursor value, put into the query parameter `param`"
+    )
+    param: str | None = setting(None, cv.string, "the query parameter that carries `cursor`")
+    link_header: str | None = setting(
+        None, cv.string, "the `rel` of the RFC 8288 `Link` header to follow (`next`)"
+    )
+    page_param: str | None = setting(
+        None, cv.string, "a query parameter incremented page by page (`page`)"
+    )
+    start: int = setting(1, cv.whole_number, "`page_param`'s value on the start URL when absent")
+    max_pages: int = setting(
+        REQUIRED,
+        cv.positive_int,
+        "pages per start URL at most, the first included (required: a site can paginate forever)",
+    )
 
     @property
     def kind(self) -> str:
@@ -57,36 +85,112 @@ class PaginateConfig:
 class FollowConfig:
     """Links on listing pages fetched as detail pages, which give the records."""
 
-    links: str = ""  # selector (html), JMESPath (json) or entry key (feed); required
-    parser: str = "html"  # the detail pages' parser
-    include: tuple[re.Pattern[str], ...] = ()  # absolute URL must match one (when given)
-    exclude: tuple[re.Pattern[str], ...] = ()  # absolute URL must match none
-    same_host: bool = True
-    max_per_run: int = 0  # detail pages fetched per run at most (required)
-    refresh_after: float | None = None  # None: fetched on every run
-
-    def check(self) -> Iterable[tuple[str, str]]:
-        if self.parser not in FOLLOW_PARSERS:
-            yield "parser", f"must be one of {', '.join(FOLLOW_PARSERS)}"
+    links: str = setting(
+        REQUIRED,
+        cv.string,
+        "selector (html) or JMESPath (json) of the links on a listing page; with `parser: feed` "
+        "the entry key `link` (or `id`)",
+    )
+    parser: str = setting(
+        "html", cv.choice(*FOLLOW_PARSERS), "the detail pages' parser: `html` or `json`"
+    )
+    include: tuple[re.Pattern[str], ...] = setting(
+        (), cv.regex_list, "regexes: a link's absolute URL must match one (when given)"
+    )
+    exclude: tuple[re.Pattern[str], ...] = setting(
+        (), cv.regex_list, "regexes: a link's absolute URL must match none"
+    )
+    same_host: bool = setting(True, cv.boolean, "follow only links to the listing page's host")
+    max_per_run: int = setting(
+        REQUIRED,
+        cv.positive_int,
+        "detail pages fetched per run at most (required: the run's work stays bounded)",
+    )
+    refresh_after: float | None = setting(
+        None,
+        cv.positive_duration,
+        "a detail page already stored is not fetched again until this long after its last "
+        "successful fetch; a listing's links are trusted for as long",
+        shown="every run",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class SitemapConfig:
     """URLs taken from a sitemap, a sitemap index, or the sitemaps a robots.txt names."""
 
-    url: str = ""  # a sitemap URL, or `robots` (required)
-    site: str | None = None  # with url: robots, the site whose robots.txt names the sitemaps
-    include: tuple[re.Pattern[str], ...] = ()
-    exclude: tuple[re.Pattern[str], ...] = ()
-    max_urls: int = 0  # page URLs taken per run at most (required)
-    changed_only: bool = False  # only URLs whose <lastmod> is newer than their last fetch
-    max_bytes: int = SITEMAP_MAX_BYTES  # per sitemap document, after decompression
+    url: str = setting(
+        REQUIRED,
+        _sitemap_url,
+        "a sitemap or sitemap index (nested at most 3 deep, gzip or plain), or `robots`: the "
+        "`Sitemap:` lines of `site`'s robots.txt",
+    )
+    site: str | None = setting(
+        None, cv.http_url, "with `url: robots`: the site (`https://example.org`)"
+    )
+    include: tuple[re.Pattern[str], ...] = setting(
+        (), cv.regex_list, "regexes: a page URL must match one (when given)"
+    )
+    exclude: tuple[re.Pattern[str], ...] = setting(
+        (), cv.regex_list, "regexes: a page URL must match none"
+    )
+    max_urls: int = setting(
+        REQUIRED,
+        cv.positive_int,
+        "page URLs taken per run at most (required: a sitemap may list 50,000)",
+    )
+    changed_only: bool = setting(
+        False,
+        cv.boolean,
+        "fetch only URLs whose `<lastmod>` is newer than their last successful fetch (URLs "
+        "without `<lastmod>` are fetched every run)",
+    )
+    max_bytes: int = setting(
+        SITEMAP_MAX_BYTES,
+        cv.size,
+        "one sitemap document at most, unpacked (sitemaps.org's limit); the fetch layer's "
+        "`max_response_bytes` caps what is downloaded",
+        shown="`50MB`",
+    )
 
     def check(self) -> Iterable[tuple[str, str]]:
         if self.url == "robots" and not self.site:
             yield "site", "url: robots needs `site: https://…` (whose robots.txt to read)"
         if self.site is not None and self.url != "robots":
             yield "site", "only used with `url: robots`"
+
+
+def source_problems(
+    parser: str,
+    paginate: PaginateConfig | None,
+    follow: FollowConfig | None,
+    sitemap: SitemapConfig | None,
+) -> Iterable[tuple[str, str]]:
+    """Rules between a source's parser and its discovery sections: (key, message)."""
+    from crawler.selectors import check_selector
+
+    if paginate is not None:
+        if sitemap is not None:
+            yield "paginate", "a sitemap source's pages come from the sitemap: nothing to paginate"
+        elif parser == "feed":
+            yield "paginate", "a feed is read whole: pagination is for html and json listings"
+        elif paginate.next is not None and (error := check_selector(parser, paginate.next)):
+            yield "paginate.next", error
+        elif paginate.cursor is not None:
+            if parser != "json":
+                yield "paginate.cursor", "a cursor is read with JMESPath: needs `parser: json`"
+            elif error := check_selector("json", paginate.cursor):
+                yield "paginate.cursor", error
+    if follow is not None:
+        if sitemap is not None:
+            yield "follow", "a sitemap source's pages give the records: follow needs listing pages"
+        elif parser not in LINK_PARSERS:
+            yield "follow", f"a {parser} source gives no links to follow"
+        elif parser == "feed":
+            if follow.links not in FEED_LINK_KEYS:
+                yield "follow.links", f"a feed gives links in `link` or `id`, not {follow.links!r}"
+        elif error := check_selector(parser, follow.links):
+            yield "follow.links", error
 
 
 def url_wanted(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -341,6 +340,23 @@ BROKEN = [
         "sources.s.follow: a sitemap source's pages give the records: follow needs listing pages",
     ),
     (
+        "    paginate: {next: '[[', max_pages: 3}\n",
+        "sources.s.paginate.next: CSS selector '[[' does not parse",
+    ),
+    (
+        "    paginate: {cursor: m.c, param: c, max_pages: 3}\n",
+        "sources.s.paginate.cursor: a cursor is read with JMESPath: needs `parser: json`",
+    ),
+    (
+        "    sitemap: {url: 'http://x.example/s.xml', max_urls: 5}\n"
+        "    paginate: {next: a, max_pages: 3}\n",
+        "sources.s.paginate: a sitemap source's pages come from the sitemap: nothing to paginate",
+    ),
+    (
+        "    follow: {links: a, max_per_run: 5, parser: xml}\n",
+        "sources.s.follow.parser: must be html or json",
+    ),
+    (
         "    parser: feed\n    follow: {links: title, max_per_run: 5}\n",
         "sources.s.follow.links: a feed gives links in `link` or `id`, not 'title'",
     ),
@@ -349,10 +365,9 @@ BROKEN = [
 
 @pytest.mark.parametrize(("extra", "message"), BROKEN, ids=[m for _, m in BROKEN])
 def test_broken_discovery_config_is_one_line_each(tmp_path: Path, extra: str, message: str):
+    urls = "" if "sitemap:" in extra else "    urls: ['http://x.example/']\n"
     path = write(
-        tmp_path,
-        "  - name: s\n    every: 1h\n    urls: ['http://x.example/']\n"
-        "    fields: {t: h1::text}\n" + extra,
+        tmp_path, f"  - name: s\n    every: 1h\n{urls}    fields: {{t: h1::text}}\n{extra}"
     )
     proc = run_cli("check", "-c", str(path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -368,4 +383,3 @@ def test_sources_with_discovery_pass_check(cat: CatalogueSite, tmp_path: Path):
     text = "".join(t.format(base=base) for t in (BOOKS, LOOPS, APIS, SITEMAP, FEEDS))
     proc = run_cli("check", "-c", str(write(tmp_path, text)))
     assert proc.returncode == 0, proc.stderr
-    assert time.time() > 0

@@ -223,9 +223,6 @@ def test_paginate_checks(cfg: PaginateConfig, problems: list[tuple[str, str]]):
 
 
 def test_follow_and_sitemap_checks():
-    assert list(FollowConfig(links="a", parser="xml", max_per_run=1).check()) == [
-        ("parser", "must be one of html, json")
-    ]
     assert list(SitemapConfig(url="robots", max_urls=1).check()) == [
         ("site", "url: robots needs `site: https://…` (whose robots.txt to read)")
     ]
