@@ -54,7 +54,8 @@ from crawler.sitemap import INDEX, MAX_DEPTH, parse_sitemap
 if TYPE_CHECKING:
     from crawler.pipeline import RunResult
 
-log = logging.getLogger("crawler.walk")
+# The run's per-page log lines keep the logger they always had (log queries select on it).
+log = logging.getLogger("crawler.pipeline")
 
 AddRecords = Callable[[list[Record], Callable[[], None]], Awaitable[None]]
 # Sitemap documents fetched per run at most (indexes of indexes of huge sites).

@@ -129,7 +129,7 @@ async def test_unexpected_exception_in_extraction_fails_the_run_with_a_job_row(
         raise RuntimeError("a bug nobody expected")
 
     # A stand-in for a bug: no real input makes extraction raise this today.
-    monkeypatch.setattr(Extractor, "extract", broken)
+    monkeypatch.setattr(Extractor, "records", broken)
     cfg = load_config(config_file(tmp_path, site))
     registry = CollectorRegistry()
     service = Service(cfg, registry)

@@ -202,7 +202,7 @@ def test_cli_check_prints_one_line_per_problem_and_no_traceback(tmp_path: Path, 
 def test_cli_check_ok(tmp_path: Path):
     proc = run_cli("check", "-c", "examples/crawler.yaml")
     assert proc.returncode == 0, proc.stderr
-    assert "ok (2 sources, storage sqlite)" in proc.stdout
+    assert "ok (4 sources, storage sqlite)" in proc.stdout
 
 
 def test_cli_check_missing_file(tmp_path: Path):
