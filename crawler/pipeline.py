@@ -91,6 +91,7 @@ class Pipeline:
         self.stopping = False  # set on shutdown: runs take no new URLs
         for s in config.sources:
             metrics.init_source(s.name, s.hosts, sink.backend)
+            metrics.init_discovery(s.name, *self.plans[s.name].series())
             fs = self.plans[s.name].detail.fields
             metrics.init_fields(s.name, fs.names, bool(fs.required))
 

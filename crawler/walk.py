@@ -92,6 +92,24 @@ class SourcePlan:
         )
         self.detail_stamp_every = 0.0 if exact else STAMP_EVERY
 
+    def series(self) -> tuple[list[str], list[str], bool]:
+        """The page roles and bounds this source can count, and whether it counts links."""
+        s = self.source
+        roles = (
+            [SITEMAP, DETAIL]
+            if s.sitemap is not None
+            else [FEED if s.parser == "feed" else LISTING]
+        )
+        bounds = []
+        if s.paginate is not None:
+            bounds.append("max_pages")
+        if s.follow is not None:
+            roles.append(DETAIL)
+            bounds.append("max_per_run")
+        if s.sitemap is not None:
+            bounds.append("max_urls")
+        return roles, bounds, s.follow is not None or s.sitemap is not None
+
 
 class Walk:
     """One run of one source; `frontier` feeds the run's workers, `visit()` does one task."""
@@ -223,10 +241,10 @@ class Walk:
         self.result.not_modified += 1
         self.metrics.not_modified.labels(self.source.name).inc()
         # Its links are not read again; pagination goes on to the page it led to last time.
-        old = page.validators[0] if page.validators is not None else None
+        old = page.validators.old if page.validators is not None else None
         next_url = old.next_url if old is not None else None
         if task.chain is not None and self.source.paginate is not None:
-            new = page.validators[1] if page.validators is not None else None
+            new = page.validators.new if page.validators is not None else None
             self._step_chain(task, next_url, new.body_hash if new else None, None)
         if self.follow is not None and task.role != DETAIL:
             # A listing read from its stored state: recorded as it was, stamp included, so

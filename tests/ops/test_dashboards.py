@@ -453,6 +453,15 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site) -> Iterator[dict[str, Any]]:
                 "key": ["text"],
                 "history": True,
             },
+            # Follows the quotes' tag links (7 distinct, at most 2 a run, answering 404):
+            # the Discovery panels' pages by role, links by reason and bound hits.
+            {
+                "name": "tags",
+                "every": "2s",
+                "urls": [f"{site.base}/page/1"],
+                "follow": {"links": "a.tag::attr(href)", "max_per_run": 2},
+                "fields": {"title": "h1::text"},
+            },
             # Answers 404: failed runs for the Data dashboard's failure panels.
             {
                 "name": "broken",
