@@ -160,6 +160,8 @@ class Walk:
             return
         role = FEED if s.parser == "feed" else LISTING
         for url in s.urls:
+            if url in self.seen:  # each URL once per run
+                continue
             chain = Chain() if s.paginate is not None else None
             self._queue(Task(url, role, chain=chain))
 
@@ -366,10 +368,7 @@ class Walk:
     async def _fresh(self, url: str, max_age: float, lastmod: float | None = None) -> bool:
         """True when `url`'s last committed fetch is newer than `max_age` seconds (follow), or
         than its sitemap `lastmod` (changed_only, max_age < 0)."""
-        state = self.fetcher.state
-        if state is None:
-            return False
-        old = await state.get(self.source.name, url)
+        old = await self.fetcher.known(self.source, url)
         if old is None or old.fetched_at is None:
             return False
         if max_age < 0:
