@@ -12,6 +12,7 @@ from the YAML.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 from collections.abc import Iterable
@@ -101,6 +102,20 @@ class SourceConfig:
         shown="hash of the record",
     )
     robots: bool = setting(True, cv.boolean, "`false` skips robots.txt for this source")
+    allow_private: bool = setting(
+        False,
+        cv.boolean,
+        "`true` lets this source reach loopback, private, link-local and other non-public "
+        "addresses (a LAN host by name); otherwise only the IP literals and `localhost` "
+        "written in its own URLs may be non-public, and any other such destination (a "
+        "redirect, a name resolving there) fails as `blocked_address` (docs/security.md)",
+    )
+    allow_https_to_http: bool = setting(
+        False,
+        cv.boolean,
+        "`true` follows redirects from `https` to plain `http`; otherwise such a redirect "
+        "fails as `redirect`",
+    )
     request: RequestConfig | None = section(
         RequestConfig,
         "how the URLs are requested: method, body, headers, auth, proxy (below)",
@@ -314,6 +329,13 @@ class FetchConfig:
         "send `If-None-Match`/`If-Modified-Since`; a 304 or an unchanged body skips "
         "extraction (ETag, Last-Modified and a 16-byte body hash per URL in "
         "`<state_dir>/http_state.sqlite`, recorded once the page's records are committed)",
+    )
+    allow_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        (),
+        cv.networks,
+        "networks every source may reach although they are not public (`[192.168.1.0/24]`); "
+        "for one source, `allow_private: true` there",
+        shown="none",
     )
     proxy: str | None = setting(
         None,

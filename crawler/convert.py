@@ -10,6 +10,7 @@ checks import their libraries lazily, so `crawler check` stays light and no impo
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import itertools
 import re
 from collections.abc import Callable
@@ -216,7 +217,24 @@ def http_url(value: Any) -> str:
         raise ValueError(f"{value!r} is not an http(s) URL")
     if not urlsplit(value).netloc:
         raise ValueError(f"{value!r} is not an http(s) URL")
+    if "@" in urlsplit(value).netloc:
+        # The URL lands in logs, metrics' exemplars and crawler_jobs: no secret may ride in it.
+        raise ValueError(
+            "must not contain `user:password@`, which would land in logs: use `request.auth` "
+            "with a password_env or password_file"
+        )
     return value
+
+
+def networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of CIDR networks (`192.168.1.0/24`, `fd00::/8`); a bare address is a /32 (/128)."""
+    out = []
+    for item in _list(value):
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from None
+    return tuple(out)
 
 
 def url_templates(value: Any) -> tuple[str, ...]:

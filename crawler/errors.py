@@ -31,6 +31,9 @@ class ErrorKind(str, enum.Enum):
     CIRCUIT_OPEN = "circuit_open"
     PARSE = "parse"
     REDIRECT = "redirect"
+    # A destination that is not a public address and was not written by the user (a redirect
+    # to the router, a name resolving to 127.0.0.1): refused before connecting (netguard).
+    BLOCKED_ADDRESS = "blocked_address"
     STORAGE = "storage"
     SECRET = "secret"  # a source's header file, token or password unreadable: the run fails
     INTERNAL = "internal"  # an exception no layer expected (a bug): the run fails, not the process

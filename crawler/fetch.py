@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
+from aiohttp.abc import AbstractResolver
 
 from crawler.backoff import Backoff
 from crawler.breaker import Breakers, CircuitBreaker
@@ -45,6 +46,7 @@ from crawler.errors import ErrorKind, FetchError
 from crawler.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators, revalidate
 from crawler.lifecycle import Part
 from crawler.metrics import Metrics, status_class
+from crawler.netguard import GuardedConnector, SourcePolicy, guarding
 from crawler.politeness import HostPacer
 from crawler.request import PLAIN, Prepared, origin, prepare
 from crawler.robots import MAX_BYTES as ROBOTS_MAX_BYTES
@@ -195,8 +197,16 @@ def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
 class Fetcher(Part):
     """The process's HTTP client; use as an async context manager."""
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.config, self.fc, self.metrics = config, config.fetch, metrics
+        # Where each source may connect (crawler.netguard); `resolver` replaces DNS (tests).
+        self.policies = {s.name: SourcePolicy.of(s, config) for s in config.sources}
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._global = asyncio.Semaphore(self.fc.concurrency)
         self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
@@ -230,11 +240,12 @@ class Fetcher(Part):
         timeout = aiohttp.ClientTimeout(
             total=fc.total_timeout, sock_connect=fc.connect_timeout, sock_read=fc.read_timeout
         )
-        connector = aiohttp.TCPConnector(
+        connector = GuardedConnector(
             limit=fc.concurrency,
             limit_per_host=fc.per_host_concurrency,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
+            resolver=self._resolver,
         )
         self._session = aiohttp.ClientSession(
             timeout=timeout,
@@ -276,6 +287,11 @@ class Fetcher(Part):
 
         `conditional=False`: a full fetch even when the body is known (a listing whose links
         are due to be read again); its validators are still kept for the commit."""
+        policy = self.policies.get(source.name) or SourcePolicy.of(source, self.config)
+        with guarding(policy):  # every connection below, robots.txt's too, is judged by it
+            return await self._fetch(source, url, conditional)
+
+    async def _fetch(self, source: SourceConfig, url: str, conditional: bool) -> Page:
         request = await self._prepare(source, url)
         # A POST with a body is another request than a GET of its URL: its own validators.
         key = request.options.key(url)
@@ -485,6 +501,16 @@ class Fetcher(Part):
                 raise FetchError(ErrorKind.REDIRECT, f"more than {hops - 1} redirects")
             if target.scheme not in ("http", "https"):
                 raise FetchError(ErrorKind.REDIRECT, f"redirect to a {target.scheme!r} URL")
+            if (
+                resp.url.scheme == "https"
+                and target.scheme == "http"
+                and not request.source.allow_https_to_http
+            ):
+                raise FetchError(
+                    ErrorKind.REDIRECT,
+                    f"redirect from https to plain http ({target}): refused; set "
+                    f"`allow_https_to_http: true` on source {request.source.name!r} to follow it",
+                )
             await self._check_robots(
                 request.source,
                 str(target),

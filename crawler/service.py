@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +31,9 @@ from crawler.sink import Sink
 from crawler.store import PostgresStore, make_store
 from crawler.systemd import notify, watchdog_interval, watchdog_loop
 
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
+
 log = logging.getLogger("crawler.service")
 
 SHUTDOWN_GRACE = 20.0  # seconds for runs under way to finish after SIGTERM (systemd gives 90)
@@ -43,8 +47,14 @@ class Service:
     tests): the parts a run needs, open for the block, with `sink` and `readiness()` readable.
     """
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.config = config
+        self._resolver = resolver  # DNS for the fetcher; None: the system's (tests pass theirs)
         self.metrics = Metrics(registry)
         self.metrics.instance_info.labels(config.instance).set(1)
         self.scheduler: Scheduler | None = None
@@ -65,7 +75,9 @@ class Service:
         self.database = PostgresStore(storage, history) if storage.dsn else None
         store = self.database or make_store(storage, history)
         async with contextlib.AsyncExitStack() as stack:
-            fetcher = await stack.enter_async_context(Fetcher(self.config, self.metrics))
+            fetcher = await stack.enter_async_context(
+                Fetcher(self.config, self.metrics, resolver=self._resolver)
+            )
             self.sink = await stack.enter_async_context(Sink(self.config, self.metrics, store))
             self.pipeline = Pipeline(self.config, self.metrics, fetcher, self.sink)
             yield self.pipeline
