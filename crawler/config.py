@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from crawler.fields import FieldSpec, field_problems
 from crawler.logs import FORMATS as LOG_FORMATS
 from crawler.request import RequestConfig, proxy_url
 from crawler.selectors import check_selector
+from crawler.webauth import server_ssl_context, users_file
 
 __all__ = ["Config", "FieldSpec", "SourceConfig", "load_config"]
 
@@ -352,8 +354,22 @@ class FetchConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricsTLSConfig:
+    """TLS for the endpoints, with exporter-toolkit's `tls_server_config` key names."""
+
+    cert_file: Path = setting(REQUIRED, cv.path, "PEM certificate (chain) the endpoints present")
+    key_file: Path = setting(REQUIRED, cv.path, "its PEM private key (readable by the crawler)")
+
+    def check(self) -> Iterable[tuple[str, str]]:
+        try:
+            server_ssl_context(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            yield "cert_file", f"cannot load the certificate and key: {exc}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class MetricsConfig:
-    """Where /metrics, /healthz and /readyz listen."""
+    """Where /metrics, /healthz and /readyz listen, and who may read them."""
 
     listen: tuple[str, int] = setting(
         ("127.0.0.1", 9410),
@@ -361,6 +377,17 @@ class MetricsConfig:
         "where `/metrics`, `/healthz`, `/readyz` listen; `0.0.0.0:9410` for a Prometheus on "
         "another host",
         shown="`127.0.0.1:9410`",
+    )
+    basic_auth: tuple[tuple[str, str], ...] = setting(
+        (),
+        users_file,
+        "a file of `basic_auth_users: {user: bcrypt-hash}` (exporter-toolkit's web config, "
+        "the one node_exporter's `--web.config.file` reads): `/metrics` and `/readyz` then ask "
+        "for a password (`/healthz` stays open); `scripts/hash-password` makes a hash",
+        shown="none: no password",
+    )
+    tls: MetricsTLSConfig | None = section(
+        MetricsTLSConfig, "serve the endpoints over HTTPS (`cert_file`, `key_file`)", optional=True
     )
 
     @property

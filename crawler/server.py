@@ -2,6 +2,8 @@
 
 /healthz answers whenever the loop turns (a blocked loop is what it detects); /readyz is 200
 only when the scheduler runs and records have somewhere to go (store, or spool below its cap).
+With `metrics.basic_auth` and `metrics.tls` the endpoints ask for a password and speak HTTPS
+(crawler.webauth).
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from crawler.config import MetricsConfig
 from crawler.lifecycle import Part
 from crawler.metrics import Metrics
+from crawler.webauth import BasicAuth, server_ssl_context
 
 Readiness = Callable[[], "tuple[bool, dict[str, object]]"]
 
 
-def make_app(metrics: Metrics, readiness: Readiness) -> web.Application:
+def make_app(
+    metrics: Metrics, readiness: Readiness, config: MetricsConfig | None = None
+) -> web.Application:
     async def metrics_handler(request: web.Request) -> web.Response:
         ok, _ = readiness()
         metrics.ready.set(1 if ok else 0)
@@ -37,7 +43,10 @@ def make_app(metrics: Metrics, readiness: Readiness) -> web.Application:
             text=json.dumps({"ready": ok, **detail}) + "\n",
         )
 
-    app = web.Application()
+    middlewares = []
+    if config is not None and config.basic_auth:
+        middlewares.append(BasicAuth(dict(config.basic_auth)).middleware())
+    app = web.Application(middlewares=middlewares)
     app.add_routes(
         [
             web.get("/metrics", metrics_handler),
@@ -48,10 +57,14 @@ def make_app(metrics: Metrics, readiness: Readiness) -> web.Application:
     return app
 
 
-async def start_server(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_server(
+    app: web.Application, host: str, port: int, config: MetricsConfig | None = None
+) -> web.AppRunner:
+    tls = config.tls if config is not None else None
+    ssl_context = server_ssl_context(tls.cert_file, tls.key_file) if tls is not None else None
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     return runner
 
@@ -59,13 +72,14 @@ async def start_server(app: web.Application, host: str, port: int) -> web.AppRun
 class HttpServer(Part):
     """/metrics, /healthz and /readyz on `host:port` for as long as the part is open."""
 
-    def __init__(self, metrics: Metrics, readiness: Readiness, host: str, port: int) -> None:
-        self.app = make_app(metrics, readiness)
-        self.host, self.port = host, port
+    def __init__(self, metrics: Metrics, readiness: Readiness, config: MetricsConfig) -> None:
+        self.app = make_app(metrics, readiness, config)
+        self.config = config
         self._runner: web.AppRunner | None = None
 
     async def open(self) -> None:
-        self._runner = await start_server(self.app, self.host, self.port)
+        c = self.config
+        self._runner = await start_server(self.app, c.host, c.port, c)
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -135,9 +135,7 @@ class Service:
                 from crawler.server import HttpServer  # aiohttp.web: not for `once`
 
                 mc = self.config.metrics
-                await stack.enter_async_context(
-                    HttpServer(self.metrics, self.readiness, mc.host, mc.port)
-                )
+                await stack.enter_async_context(HttpServer(self.metrics, self.readiness, mc))
                 if self.database is not None:  # run only the sources whose lease we hold
                     self.leases = await stack.enter_async_context(
                         Leases(

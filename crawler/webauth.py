@@ -1,0 +1,125 @@
+"""Basic auth and TLS for the crawler's own endpoints, in exporter-toolkit's web-config shape.
+
+`metrics.basic_auth` names a file of `user: bcrypt-hash` pairs under `basic_auth_users` -- the
+file node_exporter's `--web.config.file` reads, so one file serves both on the Pi (scripts/
+setup-secrets makes it). `metrics.tls` has exporter-toolkit's `cert_file` and `key_file`.
+
+bcrypt is slow on purpose (about a second at cost 12-14 on a Pi 3), so it never runs on the event
+loop: checks go to a thread, one at a time (a stream of wrong passwords costs one core, not the
+loop), and a successful check is remembered by a keyed hash of the credentials, so Prometheus'
+scrape every 30 s costs one bcrypt per process lifetime, as exporter-toolkit does. /healthz
+stays open: it says only that the event loop turns, and local health checks need no password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+# Paths that answer without a password (see the module docstring).
+OPEN_PATHS = frozenset({"/healthz"})
+_CACHE_MAX = 64
+
+
+def read_users(path: Path) -> dict[str, str]:
+    """`user: bcrypt-hash` pairs from an exporter-toolkit web config (its `basic_auth_users`)
+    or from a file holding only that mapping. Raises ValueError with a message for the user."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not YAML: {exc}") from None
+    if isinstance(data, dict) and "basic_auth_users" in data:
+        data = data["basic_auth_users"]
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path} has no `basic_auth_users: {{user: bcrypt-hash}}`")
+    users = {}
+    for user, hashed in data.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ValueError(f"{path}: {user!r} needs a bcrypt hash (scripts/hash-password)")
+        users[str(user)] = hashed
+    return users
+
+
+def users_file(value: Any) -> tuple[tuple[str, str], ...]:
+    """Converter of `metrics.basic_auth`: the file's users, read (and checked) at load time."""
+    from crawler import convert as cv
+
+    return tuple(sorted(read_users(cv.path(value)).items()))
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` against bcrypt hashes, off the event loop, with a cache."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self.users = {u: h.encode() for u, h in users.items()}
+        self._key = os.urandom(32)  # the cache holds keyed hashes, never passwords
+        self._good: dict[bytes, None] = {}
+        self._one_at_a_time = asyncio.Semaphore(1)
+
+    async def allows(self, header: str | None) -> bool:
+        credentials = _parse(header)
+        if credentials is None:
+            return False
+        user, password = credentials
+        token = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        if token in self._good:
+            return True
+        hashed = self.users.get(user.decode("utf-8", "replace"))
+        if hashed is None:
+            return False
+        async with self._one_at_a_time:
+            ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed)
+        if ok:
+            if len(self._good) >= _CACHE_MAX:
+                self._good.pop(next(iter(self._good)))
+            self._good[token] = None
+        return ok
+
+    def middleware(self) -> Callable[..., Awaitable[Any]]:
+        from aiohttp import web
+
+        @web.middleware
+        async def check(request: web.Request, handler: Any) -> Any:
+            if request.path in OPEN_PATHS or await self.allows(
+                request.headers.get("Authorization")
+            ):
+                return await handler(request)
+            return web.Response(
+                status=401,
+                text="401 Unauthorized\n",
+                headers={"WWW-Authenticate": 'Basic realm="pi-crawler"'},
+            )
+
+        return check
+
+
+def _parse(header: str | None) -> tuple[bytes, bytes] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = raw.partition(b":")
+    return (user, password) if sep else None
+
+
+def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """TLS 1.2 or later with the given certificate chain and key."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
