@@ -66,6 +66,17 @@ put() {
   printf '  %s\n' "$dest"
 }
 
+# Is FILE an OpenPGP key whose (primary) fingerprint is FPR? Uses gpg without a
+# keyring of its own, so nothing is imported anywhere.
+key_has_fingerprint() {
+  local file=$1 fpr=$2 got home
+  home="$(mktemp -d)"
+  got="$(GNUPGHOME="$home" gpg --batch --show-keys --with-colons "$file" 2>/dev/null |
+    awk -F: '$1 == "fpr" {print $10; exit}')"
+  rm -rf "$home"
+  [ -n "$got" ] && [ "$got" = "$fpr" ]
+}
+
 # Is systemd the init system here (and not a chroot or container without it)?
 have_systemd() {
   [ "$DRY_RUN" -eq 1 ] || [ -d /run/systemd/system ]

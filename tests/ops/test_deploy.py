@@ -81,15 +81,45 @@ def test_scripts_are_executable(script: str) -> None:
 # ---------------------------------------------------------------- install
 
 
+def nas_secrets(folder: Path) -> Path:
+    """The files the Pi gets from the NAS's secrets/ (docs/security.md, The Pi)."""
+    folder.mkdir()
+    (folder / "crawler_db_password.txt").write_text("s3cret")
+    (folder / "loki_push_password.txt").write_text("push-s3cret")
+    (folder / "metrics_web_config.yml").write_text("basic_auth_users:\n  prometheus: '$2a$x'\n")
+    (folder / "proxy-ca.crt").write_text("proxy CA\n")
+    (folder / "postgres-ca.crt").write_text("postgres CA\n")
+    return folder
+
+
 def test_install_places_files_with_safe_modes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    secrets = nas_secrets(tmp_path / "secrets")
     out = install(
-        tmp_path, "--loki-url", "http://nas.example:3100", env={"CRAWLER_DB_PASSWORD": "s3cret"}
+        root,
+        "--loki-url",
+        "https://nas.example:3100",
+        "--secrets",
+        str(secrets),
+        env={"CRAWLER_DB_PASSWORD": "from-the-environment"},  # ignored: never from there
     )
+    tmp_path = root
     mode = lambda p: stat.S_IMODE((tmp_path / p.lstrip("/")).stat().st_mode)  # noqa: E731
     assert mode("/etc/crawler") == 0o750
     assert mode("/etc/crawler/crawler.yaml") == 0o640
     assert mode("/etc/crawler/db_password") == 0o640
-    assert (tmp_path / "etc/crawler/db_password").read_text() == "s3cret\n"
+    assert (tmp_path / "etc/crawler/db_password").read_text() == "s3cret"
+    assert "s3cret" not in out and "from-the-environment" not in out
+    assert (tmp_path / "etc/promtail/loki_push_password").read_text() == "push-s3cret"
+    assert mode("/etc/promtail/loki_push_password") == 0o640
+    assert mode("/etc/crawler/web-config.yml") == 0o640
+    assert mode("/etc/prometheus/node-exporter-web.yml") == 0o640
+    assert (tmp_path / "etc/promtail/proxy-ca.crt").read_text() == "proxy CA\n"
+    assert (tmp_path / "etc/crawler/postgres-ca.crt").read_text() == "postgres CA\n"
+    cmds = commands(out)
+    assert f"chown root:promtail {tmp_path / 'etc/promtail/loki_push_password'}" in cmds
+    assert f"chown root:prometheus {tmp_path / 'etc/prometheus/node-exporter-web.yml'}" in cmds
     assert "s3cret" not in out  # never echoed
     for unit in UNITS:
         assert (tmp_path / "etc/systemd/system" / unit).read_bytes() == (DEPLOY / unit).read_bytes()
@@ -106,7 +136,7 @@ def test_install_places_files_with_safe_modes(tmp_path: Path) -> None:
     ).read_bytes()
     assert (
         tmp_path / "etc/crawler/promtail.env"
-    ).read_text() == "LOKI_URL=http://nas.example:3100\n"
+    ).read_text() == "LOKI_URL=https://nas.example:3100\n"
     pin = (tmp_path / "etc/apt/preferences.d/crawler-promtail").read_text()
     assert "Package: promtail" in pin and "Pin: version 3.6.*" in pin
     # Every file under /etc/crawler belongs to root:crawler.
@@ -171,7 +201,10 @@ def test_install_psycopg_by_architecture(tmp_path: Path) -> None:
 
 
 def test_install_is_idempotent_and_keeps_local_changes(tmp_path: Path) -> None:
-    install(tmp_path, env={"CRAWLER_DB_PASSWORD": "first"})
+    secrets = nas_secrets(tmp_path / "secrets")
+    tmp_path = tmp_path / "root"
+    tmp_path.mkdir()
+    install(tmp_path, "--secrets", str(secrets))
     cfg = tmp_path / "etc/crawler/crawler.yaml"
     cfg.write_text(cfg.read_text() + "# edited on the Pi\n")
     unit = tmp_path / "etc/systemd/system/crawler.service"
@@ -179,7 +212,7 @@ def test_install_is_idempotent_and_keeps_local_changes(tmp_path: Path) -> None:
     out = install(tmp_path)  # an upgrade: no password given this time
     assert cfg.read_text().endswith("# edited on the Pi\n")
     assert "(kept: yours)" in out
-    assert (tmp_path / "etc/crawler/db_password").read_text() == "first\n"
+    assert (tmp_path / "etc/crawler/db_password").read_text() == "s3cret"
     assert unit.read_bytes() == (DEPLOY / "crawler.service").read_bytes()  # upgraded
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     install(tmp_path)
@@ -360,3 +393,74 @@ def test_measure_writes_counts_a_writer(tmp_path: Path) -> None:
     assert m is not None, proc.stdout
     assert int(m.group(1)) >= 4 << 20
     assert float(m.group(2)) == pytest.approx(int(m.group(1)) * 86400 / 3 / 1e6, rel=0.4)
+
+
+def test_install_lets_the_crawler_reach_only_the_nas_and_dns_in_the_lan(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/resolv.conf").write_text("search lan\nnameserver 192.168.1.1\n")
+    out = install(tmp_path, "--nas", "192.168.1.10", "--allow", "192.168.1.50")
+    dropin = (tmp_path / "etc/systemd/system/crawler.service.d/ip-allow.conf").read_text()
+    assert "IPAddressAllow=192.168.1.10 192.168.1.50 192.168.1.1\n" in dropin
+    assert "getent" not in out  # addresses given: no DNS asked
+    unit = (DEPLOY / "crawler.service").read_text()
+    deny = re.search(r"^IPAddressDeny=(.*)$", unit, re.M)
+    assert deny is not None
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "link-local"):
+        assert net in deny.group(1).split()
+    # A name is resolved by the real install, only printed by a dry run (no DNS in tests).
+    (tmp_path / "x").mkdir()
+    out = install(tmp_path / "x", "--nas", "nas.example")
+    assert "+ getent ahosts nas.example" in out
+    web = tmp_path / "x/etc/systemd/system/prometheus-node-exporter.service.d/web-config.conf"
+    assert "--web.config.file=/etc/prometheus/node-exporter-web.yml" in web.read_text()
+    assert "$WEB_CONFIG" in (DEPLOY / "node-exporter.conf").read_text()
+
+
+def test_grafana_key_is_checked_against_its_fingerprint(tmp_path: Path) -> None:
+    script = (DEPLOY / "install").read_text()
+    assert "GRAFANA_KEY_FINGERPRINT=B53AE77BADB630A683046005963FA27710458545" in script
+    # Downloaded aside, checked, and only then where APT reads it.
+    check = script.index('key_has_fingerprint "$ROOT/etc/apt/keyrings/grafana.asc.new"')
+    assert script.index('grafana.asc.new" https://apt.grafana.com/gpg.key') < check
+    assert check < script.index('mv "$ROOT/etc/apt/keyrings/grafana.asc.new"')
+    # The check itself, on a real key made here.
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    gpg = tool("gpg")
+    made = run(
+        [
+            gpg,
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "T <t@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    key = tmp_path / "key.asc"
+    key.write_text(run([gpg, "--armor", "--export", "t@example.invalid"], env=env).stdout)
+    listing = run([gpg, "--with-colons", "--list-keys"], env=env).stdout
+    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+    def check_key(fingerprint: str) -> int:
+        return run(
+            [
+                "bash",
+                "-c",
+                f'. "{DEPLOY}/lib.sh"; key_has_fingerprint "$1" "$2"',
+                "_",
+                str(key),
+                fingerprint,
+            ]
+        ).returncode
+
+    assert check_key(fpr) == 0
+    assert check_key("B53AE77BADB630A683046005963FA27710458545") != 0
+    key.write_text("not a key")
+    assert check_key(fpr) != 0
