@@ -291,6 +291,12 @@ class Fetcher(Part):
         with guarding(policy):  # every connection below, robots.txt's too, is judged by it
             return await self._fetch(source, url, conditional)
 
+    async def robots_policy(self, source: SourceConfig, origin: str) -> RobotsPolicy:
+        """robots.txt of `origin`, fetched (if not cached) as `source` may connect."""
+        policy = self.policies.get(source.name) or SourcePolicy.of(source, self.config)
+        with guarding(policy):
+            return await self.robots.policy(origin)
+
     async def _fetch(self, source: SourceConfig, url: str, conditional: bool) -> Page:
         request = await self._prepare(source, url)
         # A POST with a body is another request than a GET of its URL: its own validators.

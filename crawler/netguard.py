@@ -83,9 +83,15 @@ class SourcePolicy:
     @classmethod
     def of(cls, source: SourceConfig, config: Config) -> SourcePolicy:
         urls = list(source.urls)
-        for proxy in (config.fetch.proxy, source.request.proxy if source.request else None):
-            if proxy:
-                urls.append(proxy)
+        # Every URL the user wrote for the source: its sitemap, and the proxies it goes through.
+        sitemap = source.sitemap
+        written = (
+            sitemap.url if sitemap is not None else None,
+            sitemap.site if sitemap is not None else None,
+            config.fetch.proxy,
+            source.request.proxy if source.request else None,
+        )
+        urls.extend(u for u in written if u and u != "robots")
         return cls(
             source=source.name,
             trusted=frozenset(_written_hosts(urls)),

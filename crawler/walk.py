@@ -147,7 +147,7 @@ class Walk:
             if s.sitemap.url == "robots":
                 assert s.sitemap.site is not None  # checked with the configuration
                 site = urlsplit(s.sitemap.site)
-                policy = await self.fetcher.robots.policy(f"{site.scheme}://{site.netloc}")
+                policy = await self.fetcher.robots_policy(s, f"{site.scheme}://{site.netloc}")
                 urls = policy.sitemaps()
                 if not urls:
                     log.warning(

@@ -66,16 +66,26 @@ def lan() -> Iterator[Site]:
 
 
 @contextlib.contextmanager
-def own_site(routes: dict[str, str]) -> Iterator[Site]:
-    """The source's site on 127.0.0.1, with `routes` that redirect (path -> Location)."""
+def own_site(routes: dict[str, str], pages: dict[str, str] | None = None) -> Iterator[Site]:
+    """The source's site on 127.0.0.1, with `routes` that redirect (path -> Location) and
+    `pages` of HTML (path -> body)."""
     s = Site()
     for path, location in routes.items():
         s.app.router.add_get(path, redirect_to(location))
+    for path, body in (pages or {}).items():
+        s.app.router.add_get(path, html(body))
     s.start()
     try:
         yield s
     finally:
         s.stop()
+
+
+def html(body: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/html")
+
+    return handler
 
 
 def redirect_to(location: str) -> Any:
@@ -196,3 +206,23 @@ def test_every_answer_for_a_name_is_checked(tmp_path: Path, site: Site) -> None:
     result, _ = crawl(tmp_path, f"http://mixed.lan.test:{site.port}/page/0", resolver=resolver)
     assert result.errors == {"blocked_address": 1}
     assert site.hits["/page/0"] == 0
+
+
+def test_a_followed_link_to_a_private_address_is_refused(tmp_path: Path, lan: Site) -> None:
+    listing = f"<html><body><a href='{lan.base}/page/0'>the router</a></body></html>"
+    with own_site({}, {"/list": listing}) as site:
+        follow = "\n    follow: {links: 'a::attr(href)', same_host: false, max_per_run: 5}"
+        _, registry = crawl(tmp_path, f"{site.base}/list", source_extra=follow)
+        assert site.hits["/list"] == 1
+        assert blocked(registry) == 1
+        assert sum(lan.hits.values()) == 0
+
+        again = tmp_path / "again"  # a fresh state_dir: the first run recorded the link
+        again.mkdir()
+        result, registry = crawl(
+            again,
+            f"{site.base}/list",
+            source_extra=follow + "\n    allow_private: true",
+        )
+        assert blocked(registry) is None
+        assert lan.hits["/page/0"] == 1, result
