@@ -15,38 +15,10 @@ from pathlib import Path
 import bcrypt
 
 from tests.crawler_proc import CrawlerProcess
-from tests.helpers import free_port, require, wait_for
+from tests.helpers import free_port, require, self_signed_certificate, wait_for
 from tests.site import Site
 
 PASSWORD = "scrape-pw-for-tests"
-
-
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "metrics.crt", tmp_path / "metrics.key"
-    subprocess.run(
-        [
-            require("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
 
 
 def get(url: str, ca: Path, auth: str | None = None) -> tuple[int, str]:
@@ -64,7 +36,7 @@ def get(url: str, ca: Path, auth: str | None = None) -> tuple[int, str]:
 def test_metrics_ask_for_a_password_over_tls_and_prometheus_scrapes_them(
     tmp_path: Path, site: Site
 ) -> None:
-    cert, key = certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, "metrics")
     web = tmp_path / "web-config.yml"
     # Cost 4 keeps the test quick; the installed files use 12-14.
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
