@@ -212,6 +212,20 @@ class StorageConfig:
         "the database password: `password_env` names an environment variable holding it, "
         "`password_file` a file (e.g. `/etc/crawler/db_password`, `/run/secrets/…`)"
     )
+    sslmode: str | None = setting(
+        None,
+        cv.choice("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        "TLS to PostgreSQL (libpq's `sslmode`); `verify-full` with `sslrootcert` checks the "
+        "server is the NAS (docs/security.md); a `sslmode` in the DSN is used when this is unset",
+        shown="libpq's `prefer`",
+    )
+    sslrootcert: Path | None = setting(
+        None,
+        cv.path,
+        "the CA (or the server's self-signed certificate) `verify-ca`/`verify-full` trust, e.g. "
+        "`/etc/crawler/postgres-ca.crt`",
+        shown="none",
+    )
     sqlite_path: Path = setting(
         Path("crawler.sqlite"),
         cv.path,

@@ -270,10 +270,17 @@ class PostgresStore(Part):
         if self._conn is not None and not self._conn.closed:
             return self._conn
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
+        # storage.sslmode/sslrootcert, when set, win over the same parameters in the DSN.
+        tls: dict[str, str] = {}
+        if self.config.sslmode is not None:
+            tls["sslmode"] = self.config.sslmode
+        if self.config.sslrootcert is not None:
+            tls["sslrootcert"] = str(self.config.sslrootcert)
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.config.dsn or "",
+                make_conninfo(self.config.dsn or "", **tls),
                 password=self.config.password,
                 connect_timeout=max(1, int(self.config.connect_timeout)),
                 autocommit=False,

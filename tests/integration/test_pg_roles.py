@@ -26,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from crawler.config import load_config
 from crawler.service import Service
-from tests.helpers import PostgresServer
+from tests.helpers import PostgresServer, self_signed_certificate
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +149,9 @@ def test_crawler_stores_as_crawler_and_grafana_reader_only_reads(
     cfg.write_text(f"""\
 state_dir: {tmp_path}/var
 storage:
-  dsn: "postgresql://crawler@127.0.0.1:{secured.server.port}/crawler?sslmode=verify-full&sslrootcert={secured.ca}"
+  dsn: "postgresql://crawler@127.0.0.1:{secured.server.port}/crawler"
+  sslmode: verify-full
+  sslrootcert: {secured.ca}
   password_file: {secret}
 fetch: {{politeness_delay: 0s, robots: false}}
 sources:
@@ -231,3 +233,35 @@ def test_rerun_rotates_a_password_and_keeps_grants(secured: Secured) -> None:
             "SELECT rolsuper FROM pg_roles WHERE rolname = 'grafana_reader'"
         ).fetchone()[0]  # type: ignore[index]
     assert shutil.which("psql") or (secured.server.bin / "psql").exists()
+
+
+def test_verify_full_refuses_a_server_it_was_not_told_to_trust(
+    secured: Secured, tmp_path: Path, site: Site
+) -> None:
+    """storage.sslmode/sslrootcert reach libpq: another CA, and nothing is stored there."""
+    other_ca, _ = self_signed_certificate(tmp_path, "other")
+    secret = tmp_path / "crawler_db_password"
+    secret.write_text(secured.password("crawler"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""\
+state_dir: {tmp_path}/var
+storage:
+  dsn: "postgresql://crawler@127.0.0.1:{secured.server.port}/crawler"
+  sslmode: verify-full
+  sslrootcert: {other_ca}
+  password_file: {secret}
+  connect_timeout: 2s
+fetch: {{politeness_delay: 0s, robots: false}}
+sources:
+  - name: elsewhere
+    every: 1h
+    urls: ["{site.base}/page/0"]
+    items: div.quote
+    fields: {{text: span.text::text}}
+    key: [text]
+""")
+    registry = CollectorRegistry()
+    asyncio.run(Service(load_config(cfg), registry).once())
+    labels = {"source": "elsewhere"}
+    assert registry.get_sample_value("crawler_records_stored_total", labels) in (None, 0.0)
+    assert registry.get_sample_value("crawler_records_spooled_total", labels) == 20
