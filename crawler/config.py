@@ -245,6 +245,20 @@ class StorageConfig:
         "from the Wi-Fi leaves sockets TCP would retry for ~15 minutes)",
     )
 
+    jobs_retention: float = setting(
+        90 * 86400,
+        cv.duration,
+        "`crawler_jobs` rows older than this are deleted (hourly, in small batches, off the "
+        "hot path); `0` keeps them forever. One row per source run: 200 sources every 5 "
+        "minutes is ~57,000 rows a day",
+    )
+    history_retention: float = setting(
+        365 * 86400,
+        cv.duration,
+        "versions in `scraped_data_history` (`history: true`) older than this are deleted the "
+        "same way; `0` keeps every version forever",
+    )
+
     @property
     def backend(self) -> str:
         return "postgres" if self.dsn else "sqlite"

@@ -7,8 +7,8 @@ spool replay of a batch already stored, add nothing. Both stores use the SQL bel
 modules call it only for batches that hold a history source's records, so sources without
 history pay nothing.
 
-The table grows by one row per change and is never pruned by the crawler: a downstream job (or
-`DELETE … WHERE seen_at < …`) decides how much history to keep.
+The table grows by one row per change; `storage.history_retention` (default a year) bounds it:
+`crawler/retention.py` deletes older versions hourly, in small batches.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +31,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crawler.lease")
 
+# Takes (or renews) several leases in one statement. The rows are locked in source-name order,
+# the same order in every crawler, so two crawlers taking overlapping sets at once wait for
+# each other instead of deadlocking (one statement per source in a per-crawler order did
+# deadlock with 200 sources and two crawlers: bench/scale.py found it).
 _TAKE = """
 INSERT INTO crawler_leases AS l (source, holder, expires_at)
-VALUES (%(source)s, %(holder)s, now() + make_interval(secs => %(ttl)s))
+SELECT s, %(holder)s, now() + make_interval(secs => %(ttl)s)
+FROM unnest(%(sources)s::text[]) AS s ORDER BY s
 ON CONFLICT (source) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
  WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
 RETURNING source
+"""
+_FREE = """
+SELECT s FROM unnest(%(sources)s::text[]) AS s
+WHERE NOT EXISTS (SELECT 1 FROM crawler_leases l WHERE l.source = s AND l.expires_at >= now())
 """
 
 
@@ -64,6 +74,7 @@ class Leases(Part):
         self.state_file = state_file
         self.held: set[str] = self._load_last_held()
         self.running: set[str] = set()  # sources with a run under way: never released mid-run
+        self.draining: set[str] = set()  # held beyond the share for a run under way only
         self._renewer: asyncio.Task[None] | None = None
         for s in sources:
             metrics.leased.labels(s).set(0)
@@ -96,7 +107,8 @@ class Leases(Part):
             log.warning("could not save the held sources", extra={"error": str(exc)})
 
     def holds(self, source: str) -> bool:
-        return source in self.held
+        """May a new run of `source` start here? Not for one being handed over (`draining`)."""
+        return source in self.held and source not in self.draining
 
     async def refresh(self) -> None:
         """Renew, take up to a fair share, release extras; keep the old set if the DB is away."""
@@ -121,17 +133,33 @@ class Leases(Part):
             row = await cur.fetchone()
             others = int(row[0]) if row else 0  # count(*) always returns one row
             share = math.ceil(len(self.sources) / (others + 1))
-            # Ours first (renewal), then the rest in a per-holder order so crawlers spread out.
-            order = sorted(self.sources, key=lambda s: (s not in self.held, hash((s, self.holder))))
-            taken: list[str] = []
-            for source in order:
-                if len(taken) >= share and source not in self.running:
-                    continue
-                cur = await conn.execute(
-                    _TAKE, {"source": source, "holder": self.holder, "ttl": self.ttl}
-                )
-                if await cur.fetchone():
-                    taken.append(source)
+
+            # Ours first: up to the share in a per-holder order (so crawlers spread out), plus
+            # those beyond it with a run under way, renewed for that run only ("draining": no
+            # new run starts here, so they are released when it ends; without this an
+            # overloaded crawler, whose sources are always running, would keep them all).
+            def spread(names: Iterable[str]) -> list[str]:
+                return sorted(names, key=lambda s: hash((s, self.holder)))
+
+            mine = spread(self.held)
+            core, busy = mine[:share], [s for s in mine[share:] if s in self.running]
+            args = {"holder": self.holder, "ttl": self.ttl}
+            cur = await conn.execute(_TAKE, {**args, "sources": core + busy})
+            renewed = {row[0] for row in await cur.fetchall()}
+            kept = [s for s in core if s in renewed]
+            draining = {s for s in busy if s in renewed}
+            # Then free or expired ones, up to the share.
+            fresh: list[str] = []
+            if len(kept) < share:
+                candidates = [s for s in self.sources if s not in self.held]
+                cur = await conn.execute(_FREE, {"sources": candidates})
+                free = spread(row[0] for row in await cur.fetchall())[: share - len(kept)]
+                if free:
+                    cur = await conn.execute(_TAKE, {**args, "sources": free})
+                    got = {row[0] for row in await cur.fetchall()}
+                    fresh = [s for s in free if s in got]
+            taken = kept + fresh + sorted(draining)
+            result["draining"] = draining
             extra = [s for s in self.held if s not in taken and s not in self.running]
             if extra:
                 await conn.execute(
@@ -142,6 +170,7 @@ class Leases(Part):
 
         await self.store.run(work)
         new: set[str] = result["taken"]
+        self.draining = result["draining"]
         if new != self.held:
             log.info(
                 "leases changed",

@@ -238,6 +238,12 @@ class Metrics:
             ["host", "state"],
             registry=r,
         )
+        self.retention_deleted = Counter(
+            "crawler_retention_deleted_rows",
+            "Rows deleted by retention (storage.jobs_retention, storage.history_retention).",
+            ["table"],
+            registry=r,
+        )
         self.robots_fetches = Counter(
             "crawler_robots_fetches", "robots.txt fetches.", ["outcome"], registry=r
         )

@@ -26,6 +26,7 @@ from crawler.lease import Leases
 from crawler.lifecycle import background
 from crawler.metrics import Metrics
 from crawler.pipeline import Pipeline, RunResult
+from crawler.retention import Retention
 from crawler.schedule import Scheduler
 from crawler.sink import Sink
 from crawler.store import PostgresStore, make_store
@@ -147,6 +148,10 @@ class Service:
                             self.config.state_dir / "leases.json",
                         )
                     )
+                # Old run rows and history versions pruned hourly (not in `once`).
+                await stack.enter_async_context(
+                    Retention(self.config.storage, self.metrics, self.database)
+                )
                 self.scheduler = await stack.enter_async_context(
                     Scheduler(self.config.sources, self.metrics, self._run_tracked)
                 )

@@ -85,6 +85,13 @@ PG_MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: every changed version of the records of `history: true` sources
     history.PG_MIGRATION,
+    # 5: the Data dashboard's "new records" panels filter on first_seen (which never changes
+    # after the insert, so this index does not cost the upserts their HOT updates); retention
+    # deletes history by age
+    """
+    CREATE INDEX scraped_data_first_seen ON scraped_data (source, first_seen);
+    CREATE INDEX scraped_data_history_seen ON scraped_data_history (seen_at);
+    """,
 )
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -113,6 +120,12 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX crawler_jobs_source_started ON crawler_jobs (source, started_at);
     """,
     history.SQLITE_MIGRATION,
+    # 3: as PostgreSQL's 5 (crawler_jobs' finish time too: SQLite has no index on it yet)
+    """
+    CREATE INDEX scraped_data_first_seen ON scraped_data (source, first_seen);
+    CREATE INDEX scraped_data_history_seen ON scraped_data_history (seen_at);
+    CREATE INDEX crawler_jobs_finished ON crawler_jobs (finished_at);
+    """,
 )
 
 
