@@ -122,6 +122,8 @@ sources:
 
 def runs(dsn: str, since: float) -> list[tuple[str, str, float, float]]:
     with psycopg.connect(dsn) as conn:
+        if conn.execute("select to_regclass('crawler_jobs')").fetchone() == (None,):
+            return []  # no crawler has started far enough to migrate the database
         return conn.execute(
             "select source, instance, extract(epoch from started_at)::float8,"
             " extract(epoch from finished_at)::float8 from crawler_jobs"
@@ -141,6 +143,10 @@ def overlaps(rows: list[tuple[str, str, float, float]]) -> int:
             if i1 != i2 and s2 < e1:
                 count += 1
     return count
+
+
+def victim_name(n: int, names: list[str]) -> str:
+    return f"n{n}-{names[0]}"
 
 
 def phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, str]:
@@ -170,8 +176,11 @@ def phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, 
             per_instance[instance] = per_instance.get(instance, 0) + 1
         counts = sorted(per_instance.values())
         total = sum(counts) or 1
+        if not steady:
+            tail = (work / f"{victim_name(n, names)}.log").read_text(errors="replace")[-2000:]
+            print(f"no source ran in the steady window; a crawler's log:\n{tail}", file=sys.stderr)
         # Take-over: kill the first crawler; time until each of its sources ran elsewhere.
-        victim = f"n{n}-{names[0]}"
+        victim = victim_name(n, names)
         victim_sources = {r[0] for r in steady if r[1] == victim and r[3] > t1 - 2 * args.interval}
         killed = time.time()
         procs[0].send_signal(signal.SIGKILL)
