@@ -81,6 +81,7 @@ sources:
     config.update(shipped_block())
     config["remote_write"][0]["url"] = f"http://127.0.0.1:{receiver}/api/v1/write"
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    config.pop("storage", None)  # Prometheus 3's retention key; Debian's 2.42 predates it
     config.pop("rule_files", None)
     config.pop("alerting", None)
     config["scrape_configs"] = [
@@ -101,8 +102,13 @@ sources:
             if name == "receiver":
                 args.append("--web.enable-remote-write-receiver")
             procs.start(name, args)
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{receiver}/-/ready"), timeout=30)
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{sender}/-/ready"), timeout=30)
+        for port in (receiver, sender):
+
+            def ready(port: int = port) -> bool:
+                procs.check_alive()  # a config Prometheus refuses shows its log here
+                return http_ok(f"http://127.0.0.1:{port}/-/ready")
+
+            wait_for(ready, timeout=60)
 
         def shipped() -> list[dict[str, object]]:
             procs.check_alive()
