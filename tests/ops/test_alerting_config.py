@@ -29,7 +29,11 @@ UNIT_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 ALERTMANAGER = ROOT / "alertmanager"
 AM_CONFIG = ALERTMANAGER / "alertmanager.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-RUNBOOK_BASE = "https://github.com/example/pi-crawler/blob/main/docs/runbooks.md#"
+# Rules link runbooks through the external label Prometheus gets from RUNBOOK_BASE_URL.
+RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}#"
+# What alerts carry once Prometheus or Loki expanded RUNBOOK_BASE_URL and GRAFANA_URL.
+RUNBOOK = "https://nas.test:3000/docs/runbooks.md#"
+GRAFANA = "https://nas.test:3000"
 SEVERITIES = {"critical", "warning", "info"}
 # Fires by design at every evaluation: there is no input on which it is silent.
 ALWAYS_FIRING = {"CrawlerWatchdog"}
@@ -345,11 +349,13 @@ def _alert(status: str, source: str, summary: str) -> dict[str, Any]:
             "job": "crawler",
             "instance": "pi:9410",
             "source": source,
+            "grafana_url": GRAFANA,
+            "runbook_base_url": RUNBOOK[:-1],
         },
         "annotations": {
             "summary": summary,
             "description": f"description of {source}",
-            "runbook_url": RUNBOOK_BASE + "crawlersourceerrorbudgetburn",
+            "runbook_url": RUNBOOK + "crawlersourceerrorbudgetburn",
         },
         "startsAt": "2026-01-01T10:00:00Z",
         "endsAt": "2026-01-01T10:30:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
@@ -392,6 +398,6 @@ def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
     for source in ("quotes", "api", "books"):
         assert f"source: `{source}`" in out
         assert f"description of {source}" in out
-    assert out.count(f"<{RUNBOOK_BASE}crawlersourceerrorbudgetburn|Runbook>") == 3
+    assert out.count(f"<{RUNBOOK}crawlersourceerrorbudgetburn|Runbook>") == 3
     for source in ("quotes", "api", "books"):
-        assert f"<http://localhost:3000/d/crawler-overview?var-source={source}|Grafana>" in out
+        assert f"<{GRAFANA}/d/crawler-overview?var-source={source}|Grafana>" in out

@@ -37,9 +37,12 @@ from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERT = "CrawlerSourceErrorBudgetBurn"
-RUNBOOK = (
-    "https://github.com/example/pi-crawler/blob/main/docs/runbooks.md#crawlersourceerrorbudgetburn"
-)
+# The alert links' settings (.env's RUNBOOK_BASE_URL and GRAFANA_URL), as compose passes them.
+LINKS = {
+    "RUNBOOK_BASE_URL": "https://nas.test:3000/docs/runbooks.md",
+    "GRAFANA_URL": "https://nas.test:3000",
+}
+RUNBOOK = LINKS["RUNBOOK_BASE_URL"] + "#crawlersourceerrorbudgetburn"
 SHORT_FOR = "2s"
 # Range windows in the rules, scaled for a crawl every second (2 pages a run): each keeps the
 # order of the real ones, and the shortest still holds several scrapes.
@@ -269,7 +272,10 @@ def test_failing_site_alerts_slack_then_resolves(
             f"--config.file={prom_config}",
             f"--storage.tsdb.path={prom_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
+            # Prometheus 3 (compose) expands ${VAR} in external_labels by itself.
+            "--enable-feature=expand-external-labels",
         ],
+        env={**os.environ, **LINKS},
     )
     crawler_bin = ROOT / ".venv" / "bin" / "crawler"
     assert crawler_bin.exists(), f"{crawler_bin} missing: run scripts/test to install"
@@ -304,7 +310,8 @@ def test_failing_site_alerts_slack_then_resolves(
     )
     assert "source: `quotes`" in firing["text"]
     assert f"<{RUNBOOK}|Runbook>" in firing["text"]
-    assert "<http://localhost:3000/d/crawler-overview?var-source=quotes|Grafana>" in firing["text"]
+    grafana = LINKS["GRAFANA_URL"]
+    assert f"<{grafana}/d/crawler-overview?var-source=quotes|Grafana>" in firing["text"]
     assert firing["color"] == "danger"
 
     site.fail = False

@@ -25,6 +25,7 @@ import functools
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import threading
@@ -54,9 +55,26 @@ def run(args: list[str], stdin: str = "", timeout: float = 60) -> subprocess.Com
 # ----------------------------------------------------------------- Loki
 
 
+# The alert links' settings (.env), which compose passes to Loki with -config.expand-env.
+LINKS = {
+    "RUNBOOK_BASE_URL": "https://nas.test:3000/docs/runbooks.md",
+    "GRAFANA_URL": "https://nas.test:3000",
+}
+
+
 def loki_effective_config(config: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
-    proc = run(
-        [shared_tool("loki"), f"-config.file={config}", "-verify-config", "-print-config-stderr"]
+    proc = subprocess.run(
+        [
+            shared_tool("loki"),
+            f"-config.file={config}",
+            "-config.expand-env=true",
+            "-verify-config",
+            "-print-config-stderr",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **LINKS},
     )
     text = proc.stderr[proc.stderr.find("---") :] if "---" in proc.stderr else ""
     return proc, (yaml.safe_load(text) if proc.returncode == 0 else None)
@@ -108,12 +126,14 @@ def test_loki_caches_fit_its_memory_limit() -> None:
 def test_loki_ruler_links_are_absolute_and_open_the_logs_dashboard() -> None:
     _, effective = project_loki()
     url = effective["ruler"]["external_url"]
-    tmpl = (ROOT / "alertmanager" / "templates" / "slack.tmpl").read_text(encoding="utf-8")
-    grafana = re.search(r'define "crawler.grafana.url" \}\}(\S+?)\{\{', tmpl)
-    assert grafana, "the Slack template no longer says where Grafana is"
     logs_uid = json.loads((ROOT / "grafana/dashboards/logs.json").read_text())["uid"]
     # generatorURL = external_url + "/graph?g0.expr=…"; Grafana reads "graph" as the slug.
-    assert url == f"{grafana.group(1)}/d/{logs_uid}", url
+    assert url == f"{LINKS['GRAFANA_URL']}/d/{logs_uid}", url
+    # The Slack template's Grafana link and the rules' runbook links come from these labels.
+    assert effective["ruler"]["external_labels"] == {
+        "grafana_url": LINKS["GRAFANA_URL"],
+        "runbook_base_url": LINKS["RUNBOOK_BASE_URL"],
+    }
 
 
 # ----------------------------------------------------------------- Promtail

@@ -223,7 +223,16 @@ def test_error_lines_alert_slack_and_fill_the_logs_dashboard(
             "--cluster.listen-address=",
         ],
     )
-    processes.start("loki", [loki_bin, f"-config.file={loki_yaml}"])
+    # As compose runs it: ${VAR} in loki.yaml expanded, the alert links from .env.
+    links = {
+        "RUNBOOK_BASE_URL": "https://nas.test:3000/docs/runbooks.md",
+        "GRAFANA_URL": "https://nas.test:3000",
+    }
+    processes.start(
+        "loki",
+        [loki_bin, f"-config.file={loki_yaml}", "-config.expand-env=true"],
+        env={**os.environ, **links},
+    )
     loki = f"http://127.0.0.1:{loki_http}"
     wait_for(
         lambda: (
@@ -286,14 +295,16 @@ def test_error_lines_alert_slack_and_fill_the_logs_dashboard(
     assert firing["title"].startswith(f"[FIRING:1] {ALERT} (warning)"), firing["title"]
     assert f"Crawler on {HOST} logged" in firing["text"]
     assert "source: `quotes`" in firing["text"] and f"host: `{HOST}`" in firing["text"]
-    assert "docs/runbooks.md#crawlererrorlogshigh|Runbook>" in firing["text"]
-    assert "/d/crawler-logs?var-source=quotes|Grafana>" in firing["text"]
+    assert f"<{links['RUNBOOK_BASE_URL']}#crawlererrorlogshigh|Runbook>" in firing["text"]
+    assert f"<{links['GRAFANA_URL']}/d/crawler-logs?var-source=quotes|Grafana>" in firing["text"]
 
     # Alertmanager holds the alert with an absolute link back (the ruler's external_url).
     with urllib.request.urlopen(f"http://127.0.0.1:{am_port}/api/v2/alerts", timeout=5) as resp:
         alerts = [a for a in json.load(resp) if a["labels"]["alertname"] == ALERT]
     assert alerts, "the alert is not in Alertmanager"
-    assert alerts[0]["generatorURL"].startswith("http://localhost:3000/d/crawler-logs/"), alerts[0]
+    assert alerts[0]["generatorURL"].startswith(f"{links['GRAFANA_URL']}/d/crawler-logs/"), alerts[
+        0
+    ]
 
     # Every query of the Logs dashboard has data: errors, warnings, kinds, the whole stack.
     deadline = time.monotonic() + 30

@@ -147,6 +147,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     text = text.replace("reverse_proxy alertmanager:9093", f"reverse_proxy 127.0.0.1:{am_port}")
     text = text.replace("reverse_proxy loki:3100", f"reverse_proxy 127.0.0.1:{loki.port}")
     text = text.replace("reverse_proxy grafana:3000", f"reverse_proxy 127.0.0.1:{dead_port}")
+    text = text.replace("root * /srv/docs", f"root * {ROOT / 'docs'}")
     assert "prometheus:9090" not in text and "loki:3100" not in text
     (tmp / "Caddyfile").write_text(text)
     start(
@@ -273,6 +274,14 @@ def test_grafana_is_tls_only_and_keeps_its_own_login(front: Front) -> None:
         status = 0
     # Caddy answers plain HTTP on a TLS port with 400 (or drops it); never the page.
     assert status in (0, 400), status
+
+
+def test_the_repository_docs_are_served_next_to_grafana(front: Front) -> None:
+    """RUNBOOK_BASE_URL's default: alerts link to docs/runbooks.md through the proxy."""
+    status, body, headers = request(front, "grafana", "/docs/runbooks.md")
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert body == (ROOT / "docs" / "runbooks.md").read_bytes()
 
 
 def test_health_route_is_plain_http_on_loopback(front: Front) -> None:

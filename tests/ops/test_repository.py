@@ -36,6 +36,20 @@ def test_no_tracked_file_mentions_a_folder_outside_the_repository() -> None:
     assert offenders == [], f"these files refer to {OUTSIDE}, which a clone does not have"
 
 
+def test_no_placeholder_organisation_or_local_grafana_in_links() -> None:
+    """Alert links come from RUNBOOK_BASE_URL and GRAFANA_URL (.env), not from a made-up
+    repository or the machine the message is read on."""
+    placeholder = "example/" + "pi-crawler"
+    offenders = [
+        path
+        for path in tracked_files()
+        if (ROOT / path).is_file() and placeholder.encode() in (ROOT / path).read_bytes()
+    ]
+    assert offenders == []
+    for path in ("alertmanager/templates/slack.tmpl", "alertmanager/alertmanager.yml"):
+        assert "localhost" not in (ROOT / path).read_text()
+
+
 def test_no_tracked_symlink_leads_outside_the_repository() -> None:
     """A symlink to someone's folder (a .venv committed by mistake) dangles in every clone."""
     outside = []
