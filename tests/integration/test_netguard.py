@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from prometheus_client import CollectorRegistry
 from crawler.config import load_config
 from crawler.pipeline import RunResult
 from crawler.service import Service
+from tests.crawler_proc import run_cli
+from tests.helpers import free_port, self_signed_certificate
 from tests.site import Site
 
 
@@ -226,3 +231,51 @@ def test_a_followed_link_to_a_private_address_is_refused(tmp_path: Path, lan: Si
         )
         assert blocked(registry) is None
         assert lan.hits["/page/0"] == 1, result
+
+
+def test_an_https_to_http_redirect_is_refused_unless_allowed(tmp_path: Path, site: Site) -> None:
+    """A real HTTPS site (its certificate trusted through SSL_CERT_FILE, in a `crawler once`
+    process) redirecting to plain HTTP: a `redirect` failure, the HTTP page never asked for."""
+    cert, key = self_signed_certificate(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def serve(port: int, ready: Any, stop: Any) -> None:
+        app = web.Application()
+        app.router.add_get("/start", redirect_to(f"{site.base}/page/0"))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        ready.set()
+        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        await runner.cleanup()
+
+    port, ready, stop = free_port(), threading.Event(), threading.Event()
+    thread = threading.Thread(target=asyncio.run, args=(serve(port, ready, stop),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    env = {**os.environ, "SSL_CERT_FILE": str(cert)}
+    try:
+        for extra, code in (("", 1), ("\n    allow_https_to_http: true", 0)):
+            cfg = tmp_path / "c.yaml"
+            cfg.write_text(f"""\
+state_dir: {tmp_path}/var
+fetch: {{politeness_delay: 0s, robots: false, retry: {{attempts: 1}}, conditional_get: false}}
+sources:
+  - name: s
+    every: 1h
+    url: "https://127.0.0.1:{port}/start"
+    items: div.quote
+    fields: {{text: span.text::text}}{extra}
+""")
+            before = site.hits["/page/0"]
+            proc = run_cli("once", "-c", str(cfg), env=env)
+            assert proc.returncode == code, proc.stdout + proc.stderr
+            if code:
+                assert "allow_https_to_http" in proc.stdout + proc.stderr
+                assert site.hits["/page/0"] == before  # the plain-HTTP page was never asked for
+            else:
+                assert site.hits["/page/0"] == before + 1
+    finally:
+        stop.set()
+        thread.join(10)
