@@ -447,7 +447,7 @@ def test_each_secret_reaches_the_service_that_reads_it() -> None:
     assert svcs["postgres-exporter"]["secrets"] == ["exporter_db_password"]
     assert svcs["pipeline-exporter"]["secrets"] == ["pipeline_db_password"]
     assert "pipeline_reader@" in svcs["pipeline-exporter"]["environment"]["PIPELINE_DSN"]
-    assert svcs["crawler"]["secrets"] == ["crawler_db_password"]
+    assert svcs["crawler"]["secrets"] == ["crawler_db_password", "metrics_web_config"]
     assert set(svcs["proxy"]["secrets"]) == USER_LISTS
     assert svcs["prometheus"]["secrets"] == ["pi_metrics_password"]
     # Only the superuser's own service sees its password.
@@ -479,6 +479,9 @@ def test_crawler_check_accepts_the_compose_config(tmp_path: Path) -> None:
     secret.write_text("pw\n", encoding="utf-8")
     text = (ROOT / "examples" / "compose-crawler.yaml").read_text(encoding="utf-8")
     text = text.replace("/run/secrets/crawler_db_password", str(secret))
+    web = tmp_path / "metrics_web_config"
+    web.write_text("basic_auth_users:\n  prometheus: '$2a$04$" + "a" * 53 + "'\n")
+    text = text.replace("/run/secrets/metrics_web_config", str(web))
     text = text.replace("/var/lib/crawler", str(tmp_path / "state"))
     cfg = tmp_path / "crawler.yaml"
     cfg.write_text(text, encoding="utf-8")
