@@ -7,8 +7,9 @@
   they go into a generated rules file, one recording rule each, checked with
   `promtool check rules`.
 * Every SQL query runs on a real PostgreSQL with the crawler's own migrations.
-* LogQL has no parser here (no Loki binary): its stream selectors are checked
-  to use only the four labels Promtail promotes.
+* LogQL stream selectors use only the four labels Promtail promotes (the
+  grammar itself: tests/ops/test_grafana_checks.py; the queries against a real
+  Loki: tests/ops/test_logs_e2e.py).
 * End to end: a real Prometheus scrapes a real crawler (crawling a local
   aiohttp site into a real PostgreSQL) and a real node_exporter made to look
   like a Pi (a thermal zone and the throttling textfile). The template
