@@ -67,6 +67,7 @@ class BasicAuth:
         self.users = {u: h.encode() for u, h in users.items()}
         self._key = os.urandom(32)  # the cache holds keyed hashes, never passwords
         self._good: dict[bytes, None] = {}
+        self._pending: dict[bytes, asyncio.Task[bool]] = {}
         self._one_at_a_time = asyncio.Semaphore(1)
 
     async def allows(self, header: str | None) -> bool:
@@ -80,6 +81,17 @@ class BasicAuth:
         hashed = self.users.get(user.decode("utf-8", "replace"))
         if hashed is None:
             return False
+        # One check per credentials at a time, finished even when the request that started it
+        # is gone: a slow Pi may need longer than Prometheus' scrape timeout for one bcrypt, and
+        # the next scrape must find the answer cached rather than start over.
+        task = self._pending.get(token)
+        if task is None:
+            task = asyncio.create_task(self._check(token, password, hashed))
+            self._pending[token] = task
+            task.add_done_callback(lambda _: self._pending.pop(token, None))
+        return await asyncio.shield(task)
+
+    async def _check(self, token: bytes, password: bytes, hashed: bytes) -> bool:
         async with self._one_at_a_time:
             ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed)
         if ok:

@@ -61,3 +61,18 @@ async def test_checks_and_remembers_only_good_credentials() -> None:
     assert await auth.allows(header("prometheus", "pw"))
     assert len(auth._good) == 1 and b"pw" not in next(iter(auth._good))
     assert await auth.allows(header("prometheus", "pw"))  # from the cache
+
+
+async def test_a_check_outlives_the_request_that_started_it() -> None:
+    """A scrape that times out mid-check still leaves the answer for the next one."""
+    import asyncio
+
+    auth = BasicAuth({"prometheus": HASH})
+    first = asyncio.create_task(auth.allows(header("prometheus", "pw")))
+    await asyncio.sleep(0)  # the check has started
+    first.cancel()
+    for _ in range(200):
+        if auth._good:
+            break
+        await asyncio.sleep(0.01)
+    assert auth._good and not auth._pending
