@@ -27,6 +27,7 @@ from crawler.record import Record, dumps
 
 MISSING = "—"  # how a missing value shows in the table
 MIN_COLUMN = 6
+LINKS_SHOWN = 10  # a listing's links printed, at most
 
 
 @dataclass
@@ -41,6 +42,12 @@ class Preview:
     records: list[Record] = field(default_factory=list)
     total: int = 0  # records on the page (`records` holds at most `limit`)
     tally: FieldTally = field(default_factory=FieldTally)  # missing, invalid, dropped
+    # With `follow`: the listing's links (URL, why not followed or None), detail pages
+    # fetched, and those that failed (URL, error). With `paginate`: the next listing page.
+    links: list[tuple[str, str | None]] = field(default_factory=list)
+    details: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    next_page: str | None = None
 
 
 def preview_config(config: Config) -> Config:
@@ -52,7 +59,8 @@ def preview_config(config: Config) -> Config:
 
 async def preview(config: Config, source: SourceConfig, url: str | None, limit: int) -> Preview:
     """Fetch `url` (default: the source's first URL) and extract it; raise FetchError when the
-    page cannot be fetched or parsed."""
+    page cannot be fetched or parsed. With `follow`, the page is a listing: its links are
+    listed, and detail pages are fetched (in order) until `limit` records came back."""
     from prometheus_client import CollectorRegistry
 
     from crawler.fetch import Fetcher
@@ -64,12 +72,57 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
     started = time.monotonic()
     async with Fetcher(config, Metrics(CollectorRegistry())) as fetcher:
         page = await fetcher.fetch(source, target)
+        result.status, result.size = page.status, len(page.body)
+        if source.follow is None:
+            extractor = Extractor(source)
+            doc = extractor.parse(page.body, page.charset)
+            records = extractor.records(doc, page.url, result.tally)
+        else:
+            doc = Extractor(dataclasses.replace(source, items=None, fields=())).parse(
+                page.body, page.charset
+            )
+            records = await _details(fetcher, source, page.url, doc, limit, result)
+        if source.paginate is not None:
+            from crawler.discover import Paginator
+
+            paginator = Paginator(source.paginate, source.parser)
+            result.next_page = paginator.next_url(page.url, doc, page.links)
     result.duration = time.monotonic() - started
-    result.status, result.size = page.status, len(page.body)
-    records = Extractor(source).extract(page.body, page.charset, page.url, result.tally)
     result.total = len(records)
     result.records = records[:limit]
     return result
+
+
+async def _details(
+    fetcher: Any, source: SourceConfig, listing: str, doc: Any, limit: int, result: Preview
+) -> list[Record]:
+    """The listing's links (each with why it is not followed, if so), and the records of the
+    detail pages it leads to, fetched one by one until `limit` records came back."""
+    from urllib.parse import urlsplit
+
+    from crawler.discover import EXCLUDED, LinkFilter, absolute, compile_links
+    from crawler.errors import FetchError
+
+    follow = source.follow
+    assert follow is not None
+    links = LinkFilter.for_follow(follow, set())
+    host = urlsplit(listing).netloc
+    for raw in compile_links(source.parser, follow.links)(doc):
+        url = absolute(listing, raw)
+        result.links.append((url or raw, EXCLUDED if url is None else links.check(url, host)))
+    detail_source = dataclasses.replace(source, parser=follow.parser)
+    extractor = Extractor(source, follow.parser)
+    records: list[Record] = []
+    for url, skipped in result.links:
+        if skipped is not None or len(records) >= limit:
+            continue
+        try:
+            page = await fetcher.fetch(detail_source, url)
+            records += extractor.extract(page.body, page.charset, page.url, result.tally)
+        except FetchError as exc:
+            result.failed.append((url, str(exc)))
+        result.details += 1
+    return records
 
 
 # --------------------------------------------------------------------------- rendering
@@ -124,10 +177,32 @@ def summary(result: Preview, source: SourceConfig) -> list[str]:
     """The closing lines: where the records came from, and what was missing."""
     shown = len(result.records)
     more = f" (showing {shown})" if shown < result.total else ""
-    lines = [
-        f"{result.total} records{more} from {result.url} "
-        f"(HTTP {result.status}, {result.size:,} bytes, {result.duration * 1000:.0f} ms)"
-    ]
+    lines = []
+    if source.follow is not None:
+        followed = sum(1 for _, why in result.links if why is None)
+        lines.append(
+            f"listing {result.url} (HTTP {result.status}, {result.size:,} bytes): "
+            f"{len(result.links)} links, {followed} to follow"
+        )
+        # The first links to follow, and the first skipped ones with why (the surprises).
+        listed = [x for x in result.links if x[1] is None][:LINKS_SHOWN]
+        listed += [x for x in result.links if x[1] is not None][:LINKS_SHOWN]
+        for url, why in listed:
+            lines.append(f"  {url}" + (f"  (not followed: {why})" if why else ""))
+        if len(result.links) > len(listed):
+            lines.append(f"  … {len(result.links) - len(listed)} more")
+        lines.append(
+            f"{result.total} records{more} from {result.details} detail pages "
+            f"({result.duration * 1000:.0f} ms in all)"
+        )
+        lines += [f"detail page failed: {url}: {error}" for url, error in result.failed]
+    else:
+        lines.append(
+            f"{result.total} records{more} from {result.url} "
+            f"(HTTP {result.status}, {result.size:,} bytes, {result.duration * 1000:.0f} ms)"
+        )
+    if source.paginate is not None:
+        lines.append(f"next page: {result.next_page or 'none'}")
     tally = result.tally
     if result.total:
         counts = [(f.name, tally.missing[f.name]) for f in source.fields]

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from aiohttp import web
 
+from tests.catalogue_site import CatalogueSite
 from tests.crawler_proc import run_cli
 from tests.site import ITEMS_PER_PAGE, Site, html_source, items
 
@@ -162,3 +163,59 @@ def test_config_errors_exit_2(site: Site, tmp_path: Path, pg_dsn: str) -> None:
     proc = run_cli("preview", "-c", str(cfg), "quotes")
     assert proc.returncode == 2
     assert f"{cfg}:16: sources.quotes.fields.bad:" in proc.stderr
+
+
+def test_a_listing_with_follow_shows_its_links_and_the_first_detail_records(
+    tmp_path: Path,
+) -> None:
+    other = Site(host="127.0.0.2").start()  # the catalogue links here: never requested
+    cat = CatalogueSite(other=other.base).start()
+    try:
+        path = tmp_path / "crawler.yaml"
+        path.write_text(f"""\
+state_dir: {tmp_path}/var
+fetch: {{politeness_delay: 0s}}
+sources:
+  - name: books
+    every: 6h
+    urls: ["{cat.base}/cat/page-1.html"]
+    paginate: {{next: "li.next a::attr(href)", max_pages: 50}}
+    follow:
+      links: "article.product_pod h3 a::attr(href)"
+      max_per_run: 1000
+    fields: {{title: "h1::text", upc: "table tr:nth-child(1) td::text"}}
+    key: [upc]
+""")
+        proc = run_cli("preview", "-c", str(path), "books", "--limit", "3")
+        hits = dict(cat.hits)
+        page2 = run_cli("preview", "-c", str(path), "books", "--url", f"{cat.base}/cat/page-2.html")
+        page3 = run_cli("preview", "-c", str(path), "books", "--url", f"{cat.base}/cat/page-3.html")
+    finally:
+        cat.stop()
+        other.stop()
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    # The first three detail pages' records, in the listing's order.
+    assert [line.split()[1:3] for line in out.splitlines()[2:5]] == [
+        [f"Book {n}".split()[0], f"Book {n}".split()[1]] for n in range(3)
+    ]
+    assert re.search(
+        rf"^listing {cat.base}/cat/page-1\.html \(HTTP 200, [\d,]+ bytes\): ", out, re.M
+    )
+    assert f"  {cat.base}/p/0.html\n" in out
+    assert "3 records from 3 detail pages" in out
+    assert f"next page: {cat.base}/cat/page-2.html" in out
+    # Only what was shown was fetched: the listing, three detail pages, nothing else.
+    assert hits["/cat/page-1.html"] == 1 and "/cat/page-2.html" not in hits
+    assert [hits.get(f"/p/{n}.html", 0) for n in range(5)] == [1, 1, 1, 0, 0]
+    assert sum(other.hits.values()) == 0
+    assert not (tmp_path / "var").exists()
+    # Page 2's traps are listed with why they are not followed.
+    assert page2.returncode == 0, page2.stderr
+    assert f"  {other.base}/p/1.html  (not followed: off_host)" in page2.stdout
+    assert "11 records from 11 detail pages" in page2.stdout  # its 10 and one of page 1's
+    # A detail page robots.txt forbids fails, is named, and costs nothing else.
+    assert page3.returncode == 0, page3.stderr
+    assert f"detail page failed: {cat.base}/private/1.html: robots_denied" in page3.stdout
+    assert "10 records from 11 detail pages" in page3.stdout
+    assert "next page: none" in page3.stdout
