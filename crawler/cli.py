@@ -1,4 +1,4 @@
-"""The command line: `crawler run|once|check|spool -c FILE`.
+"""The command line: `crawler run|once|check|spool|preview|quarantine -c FILE`.
 
 Configuration problems are printed one per line as `FILE:LINE: key: message` with exit status
 2, never as a traceback. `once` exits 1 when any source run failed.
@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     add("check", "validate the configuration and exit (2 on errors)")
     spool = add("spool", "show the spool's depth and oldest age; --drain moves it to PostgreSQL")
     spool.add_argument("--drain", action="store_true", help="drain the spool now")
+    quarantine = add(
+        "quarantine", "records the store refused for their data: count, --list, --retry, --drop"
+    )
+    action = quarantine.add_mutually_exclusive_group()
+    for name, help_text in (
+        ("list", "print each quarantined record as one JSON object"),
+        ("retry", "store them again (after fixing the database); the refused ones stay"),
+        ("drop", "delete every quarantined record"),
+    ):
+        action.add_argument(
+            f"--{name}", dest="action", action="store_const", const=name, help=help_text
+        )
     preview = add("preview", "fetch a source's first page, show its records; store nothing")
     preview.add_argument("source", help="the source's name")
     preview.add_argument("--url", help="this page instead of the source's first URL")
@@ -95,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     # Commands whose stdout is their output log to stderr, so a pipe gets only the data.
-    data_out = args.command in ("preview", "export")
+    data_out = args.command in ("preview", "export", "quarantine")
     setup_logging(
         config.log_level,
         config.instance,
@@ -123,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.unprocessed,
                 args.mark_processed,
             )
+        if args.command == "quarantine":
+            from crawler.quarantine import command as quarantine
+
+            return asyncio.run(quarantine(config, args.action or "count"))
         return _spool(config, args.drain)
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@
     ├── ConfigError          the configuration file is wrong (names file, line, key)
     ├── FetchError           one URL could not be fetched or extracted (carries an ErrorKind)
     ├── StoreError           the store failed for a reason retrying will not fix
+    │   ├── StoreDataError   a record in the batch is refused (its data): quarantined alone
     │   └── StoreUnavailable the database cannot be reached now (the spool takes over)
     └── SpoolFull            the spool is at its size cap; records are refused, not dropped
 
@@ -84,6 +85,11 @@ class FetchError(CrawlerError):
 
 class StoreError(CrawlerError):
     """Raised when the store rejects a batch for a reason a retry will not fix."""
+
+
+class StoreDataError(StoreError):
+    """Raised when the store or the spool refuses a batch because of a record in it (retrying
+    the same data cannot help): it is bisected and the refused record quarantined."""
 
 
 class StoreUnavailable(StoreError):

@@ -97,7 +97,7 @@ class Extractor:
         records = []
         for row in rows:
             data = storable_record(row)  # before the key: a cleaned key field, a stable key
-            records.append(Record(source=name, key=make_key(key_fields, data), data=data))
+            records.append(Record(source=name, key=make_key(key_fields, data), data=data, url=url))
         return records
 
     # -- HTML -------------------------------------------------------------------------------

@@ -139,6 +139,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.records_quarantined = Counter(
+            "crawler_records_quarantined",
+            "Records the store or spool refused for their data, set aside in the quarantine.",
+            ["source"],
+            registry=r,
+        )
         self.records_refused = Counter(
             "crawler_records_refused",
             "Records refused because the spool was full.",
@@ -330,6 +336,14 @@ class Metrics:
             for reason in SKIP_REASONS:
                 self.links_skipped.labels(source, reason)
 
+    def watch_quarantine(self, rows: Callable[[], int]) -> None:
+        """The quarantine table's size, read at scrape time."""
+        self.pull.add(
+            "crawler_quarantined_records",
+            "Records in the quarantine table now (crawler quarantine --list).",
+            lambda: float(rows()),
+        )
+
     def init_source(self, source: str, hosts: frozenset[str], backend: str) -> None:
         """Create at 0 the source's series that alerts read with rate()/increase(), so their
         first increment is seen; nothing else (each series costs every scrape, on a Pi core).
@@ -344,6 +358,7 @@ class Metrics:
         self.records_stored.labels(source, backend)
         self.records_spooled.labels(source)
         self.records_refused.labels(source)
+        self.records_quarantined.labels(source)
         self.pages.labels(source)
         self.not_modified.labels(source)
         for host in hosts:

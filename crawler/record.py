@@ -13,11 +13,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Record:
-    """One extracted record with its idempotency key."""
+    """One extracted record with its idempotency key, and the page it came from (for the
+    quarantine's sake: a refused record names its URL)."""
 
     source: str
     key: str
     data: dict[str, Any]
+    url: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ With the embedded SQLite store every batch goes straight to it. With PostgreSQL:
 A record is *counted* (stored or spooled metric, DEBUG log line with its keys) only after the
 transaction that holds it has committed. At the spool's cap a batch is refused: SpoolFull is
 raised to the run, logged at ERROR and counted in `crawler_records_refused_total`.
+
+A batch that the store or the spool refuses for its data (StoreDataError) is bisected: the
+records they take are stored, each refused one is quarantined alone (crawler/quarantine.py),
+both when writing directly and when draining, so one poisoned record never jams a source or
+the drain.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from collections.abc import Sequence
 
 from crawler.backoff import Backoff
 from crawler.config import Config
-from crawler.errors import ErrorKind, SpoolFull, StoreError, StoreUnavailable
+from crawler.errors import ErrorKind, SpoolFull, StoreDataError, StoreError, StoreUnavailable
 from crawler.history import history_sources
 from crawler.lifecycle import Part, stop_task
 from crawler.metrics import Metrics
+from crawler.quarantine import Isolation, Quarantine, Write, isolate
 from crawler.record import Record, RunRow
 from crawler.spool import Spool
 from crawler.store import Store, make_store
@@ -48,6 +54,9 @@ class Sink(Part):
         self.spool: Spool | None = None
         if self.store.remote:
             self.spool = Spool(config.spool.path, config.spool.max_bytes)
+        local = config.spool.path if self.store.remote else config.storage.sqlite_path
+        assert local is not None
+        self.quarantine = Quarantine(local)
         self.db_up = True
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
@@ -80,11 +89,14 @@ class Sink(Part):
                 self._wake.set()
         else:
             await self.store.open()
+        await self.quarantine.open()
+        m.watch_quarantine(lambda: self.quarantine.rows)
 
     async def close(self) -> None:
         if self._drainer is not None:
             await stop_task(self._drainer)
             self._drainer = None
+        await self.quarantine.close()
         await self.store.close()
         if self.spool is not None:
             await self.spool.close()
@@ -125,25 +137,71 @@ class Sink(Part):
         m = self.metrics
         if self._direct:
             started = time.monotonic()
+            found = Isolation()
             try:
-                await self.store.write(records)
+                stored = await self._isolating(self.store.write, records, self.backend, found)
             except StoreUnavailable as exc:
                 m.store_errors.labels(self.backend).inc()
                 if self.spool is None:
                     raise
                 self._set_db(False, str(exc))
                 self._wake.set()
+                if found.stored:  # it went away half-way through bisecting a refused batch
+                    m.records_stored.labels(source, self.backend).inc(len(found.stored))
+                    self._committed("stored", source, found.stored, self.backend)
+                records = found.untouched(records) if found.stored or found.refused else records
             else:
                 m.store_duration.labels(self.backend).observe(time.monotonic() - started)
-                m.records_stored.labels(source, self.backend).inc(len(records))
-                self._committed("stored", source, records, self.backend)
+                m.records_stored.labels(source, self.backend).inc(len(stored))
+                self._committed("stored", source, stored, self.backend)
                 return
         await self._spool(source, records)
+
+    async def _isolating(
+        self, write: Write, records: Sequence[Record], refused_by: str, found: Isolation
+    ) -> Sequence[Record]:
+        """`write(records)`, and the records it took; when it refuses the batch for its data,
+        bisect it: store what it takes, quarantine each refused record on its own."""
+        try:
+            await write(records)
+            return records
+        except StoreDataError as exc:
+            log.warning(
+                "batch refused for its data; isolating the bad records",
+                extra={
+                    "backend": refused_by,
+                    "records": len(records),
+                    "error_kind": ErrorKind.STORAGE.value,
+                    "error": str(exc),
+                },
+            )
+            try:
+                await isolate(write, records, exc, found)
+            finally:
+                if found.refused:
+                    await self._quarantine(found.refused, refused_by)
+            return found.stored
+
+    async def _quarantine(self, refused: list[tuple[Record, str]], refused_by: str) -> None:
+        await self.quarantine.add(refused, refused_by)
+        for record, error in refused:
+            self.metrics.records_quarantined.labels(record.source).inc()
+            log.error(
+                "record quarantined",
+                extra={
+                    "source": record.source,
+                    "key": record.key,
+                    "url": record.url,
+                    "backend": refused_by,
+                    "error_kind": ErrorKind.STORAGE.value,
+                    "error": error,
+                },
+            )
 
     async def _spool(self, source: str, records: Sequence[Record]) -> None:
         assert self.spool is not None
         try:
-            await self.spool.add(records)
+            records = await self._isolating(self.spool.add, records, "spool", Isolation())
         except (SpoolFull, StoreError) as exc:  # at the cap, or the card is full or failing
             self.metrics.records_refused.labels(source).inc(len(records))
             log.error(
@@ -203,12 +261,13 @@ class Sink(Part):
         ids, records = await spool.peek_records(n)
         if records:
             started = time.monotonic()
-            await self.store.write(records)
+            # A poisoned record is quarantined and the rest stored, so the drain moves on.
+            stored = await self._isolating(self.store.write, records, self.backend, Isolation())
             self.metrics.store_duration.labels(self.backend).observe(time.monotonic() - started)
             await spool.remove("records", ids)
             self.metrics.spool_drained.inc(len(records))
             by_source: dict[str, int] = {}
-            for r in records:
+            for r in stored:
                 by_source[r.source] = by_source.get(r.source, 0) + 1
             for source, count in by_source.items():
                 self.metrics.records_stored.labels(source, self.backend).inc(count)

@@ -23,10 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from crawler.errors import SpoolFull, StoreError
+from crawler.errors import SpoolFull, StoreDataError, StoreError
 from crawler.lifecycle import Part
 from crawler.record import Record, RunRow, dumps
 from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
+from crawler.store import SQLITE_DATA_ERRORS
 
 SPOOL_MIGRATIONS = (
     """
@@ -47,6 +48,10 @@ SPOOL_MIGRATIONS = (
     """
     ALTER TABLE jobs RENAME TO runs;
     ALTER TABLE runs RENAME COLUMN job TO run;
+    """,
+    # 3: the page a record came from, so a record quarantined while draining names its URL
+    """
+    ALTER TABLE records ADD COLUMN url TEXT NOT NULL DEFAULT '';
     """,
 )
 
@@ -97,6 +102,8 @@ class Spool(Part):
         """Run on the spool's thread; sqlite3 errors (disk full, I/O) become StoreError here."""
         try:
             return await self._worker.run(fn, *args)
+        except SQLITE_DATA_ERRORS as exc:  # this batch's data, not the card: quarantined
+            raise StoreDataError(f"spool {self.path} refused the batch: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"spool {self.path}: {exc}") from exc
 
@@ -151,8 +158,8 @@ class Spool(Part):
 
     async def add(self, records: Sequence[Record]) -> None:
         """Commit `records` to the spool, or raise SpoolFull and change nothing."""
-        rows = [(r.source, r.key, dumps(r.data)) for r in records]
-        estimate = sum(len(s) + len(k) + len(d) + _ROW_OVERHEAD for s, k, d in rows)
+        rows = [(r.source, r.key, dumps(r.data), r.url) for r in records]
+        estimate = sum(len(s) + len(k) + len(d) + len(u) + _ROW_OVERHEAD for s, k, d, u in rows)
         if self.used_bytes + estimate > self.max_bytes:
             self.refusing = True
             raise SpoolFull(
@@ -162,12 +169,12 @@ class Spool(Part):
         await self._call(self._add_records, rows)
         self.refusing = False
 
-    def _add_records(self, rows: list[tuple[str, str, str]]) -> None:
+    def _add_records(self, rows: list[tuple[str, str, str, str]]) -> None:
         now = time.time()
         with transaction(self.conn, "BEGIN IMMEDIATE") as c:
             c.executemany(
-                "INSERT INTO records (source, key, data, spooled_at) VALUES (?, ?, ?, ?)",
-                [(s, k, d, now) for s, k, d in rows],
+                "INSERT INTO records (source, key, data, url, spooled_at) VALUES (?, ?, ?, ?, ?)",
+                [(s, k, d, u, now) for s, k, d, u in rows],
             )
         self.records += len(rows)
         if self.oldest is None:
@@ -202,11 +209,11 @@ class Spool(Part):
 
     def _peek_records(self, limit: int) -> tuple[list[int], list[Record]]:
         rows = self.conn.execute(
-            "SELECT id, source, key, data FROM records ORDER BY id LIMIT ?", (limit,)
+            "SELECT id, source, key, data, url FROM records ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
         return (
             [r[0] for r in rows],
-            [Record(source=r[1], key=r[2], data=json.loads(r[3])) for r in rows],
+            [Record(source=r[1], key=r[2], data=json.loads(r[3]), url=r[4]) for r in rows],
         )
 
     async def peek_runs(self, limit: int) -> tuple[list[int], list[RunRow]]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from crawler import history
 from crawler.config import StorageConfig
-from crawler.errors import StoreError, StoreUnavailable
+from crawler.errors import StoreDataError, StoreError, StoreUnavailable
 from crawler.lifecycle import Part
 from crawler.record import Record, RunRow, dumps
 from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
@@ -129,6 +129,18 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# What SQLite refuses because of the data itself (a constraint or trigger, a value it cannot
+# bind, text that is not UTF-8): retrying the same record cannot help, so it is quarantined.
+SQLITE_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, UnicodeError)
+
+# SQLSTATE classes that mean "this data", not "this connection" or "this server now": 22 data
+# exception (bad JSON, NUL, out of range), 23 integrity constraint (CHECK, NOT NULL), 54 program
+# limit (a value too big for an index), P0 PL/pgSQL (a trigger that raises). Everything else
+# (08 connection, 40 rollback, 53 resources, 57 operator, 58 system, XX internal, ...) is the
+# database's state, which a later retry may find fixed.
+PG_DATA_CLASSES = frozenset({"22", "23", "54", "P0"})
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
@@ -209,6 +221,8 @@ class SqliteStore(Part):
     async def write(self, records: Sequence[Record]) -> None:
         try:
             await self._worker.run(self._write, records)
+        except SQLITE_DATA_ERRORS as exc:
+            raise StoreDataError(f"embedded store refused the batch: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"embedded store write failed: {exc}") from exc
 
@@ -375,7 +389,13 @@ class PostgresStore(Part):
                 if conn.closed or conn.broken:
                     await self._drop()
                     raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+                if _is_data_error(exc):
+                    raise StoreDataError(
+                        f"PostgreSQL refused the batch: {_first_line(exc)}"
+                    ) from exc
                 raise StoreError(f"PostgreSQL rejected the batch: {_first_line(exc)}") from exc
+            except UnicodeError as exc:  # text psycopg cannot encode (a lone surrogate)
+                raise StoreDataError(f"PostgreSQL refused the batch: {exc}") from exc
             except OSError as exc:
                 await self._drop()
                 raise StoreUnavailable(f"PostgreSQL went away: {exc}") from exc
@@ -436,6 +456,17 @@ class PostgresStore(Part):
             await conn.execute("SELECT 1")
 
         await self.run(_select)
+
+
+def _is_data_error(exc: Exception) -> bool:
+    """The server refused the data (by SQLSTATE class), or psycopg did before sending it (a
+    DataError without SQLSTATE, e.g. NUL in a text value)."""
+    import psycopg
+
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in PG_DATA_CLASSES
+    return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -151,3 +151,133 @@ async def test_unexpected_exception_in_extraction_fails_the_run_with_a_job_row(
     ] * 2
     raised = [r for r in caplog.records if r.getMessage() == "source run raised"]
     assert len(raised) == 2 and raised[0].exc_info is not None
+
+
+# --------------------------------------------------------------------------- quarantine
+
+BAD_KEY = "p0-q7"  # the record the database refuses (a trigger), one of page 0's 20
+PG_TRIGGER = f"""
+CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.key = '{BAD_KEY}' THEN RAISE EXCEPTION 'refused for the test: %', NEW.key; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_one BEFORE INSERT OR UPDATE ON scraped_data
+  FOR EACH ROW EXECUTE FUNCTION refuse_one();
+"""
+
+
+async def make_schema(cfg: Any) -> None:
+    from crawler.store import PostgresStore
+
+    store = PostgresStore(cfg.storage)
+    await store.open()
+    await store.close()
+
+
+def pg_keys(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as c:
+        return {k for (k,) in c.execute("select key from scraped_data where source = 'api'")}
+
+
+def quarantine_cli(cfg_path: Path, *flags: str) -> tuple[int, list[dict[str, Any]]]:
+    done = run_cli("quarantine", "-c", str(cfg_path), *flags)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
+
+
+async def test_a_record_postgresql_refuses_is_quarantined_and_the_rest_stored(
+    site: Site, tmp_path: Path, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = config_file(tmp_path, site, pg_dsn)
+    cfg = load_config(path)
+    await make_schema(cfg)
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(PG_TRIGGER)
+    registry = CollectorRegistry()
+    with caplog.at_level(logging.INFO):
+        results = await Service(cfg, registry).once()
+    assert [(r.status, r.records) for r in results] == [("success", 40)]
+    assert len(pg_keys(pg_dsn)) == 39 and BAD_KEY not in pg_keys(pg_dsn)
+    v = registry.get_sample_value
+    assert v("crawler_records_quarantined_total", {"source": "api"}) == 1
+    assert v("crawler_records_stored_total", {"source": "api", "backend": "postgres"}) == 39
+    assert v("crawler_quarantined_records") == 1
+    [line] = [r for r in caplog.records if r.getMessage() == "record quarantined"]
+    assert (line.source, line.key, line.url) == ("api", BAD_KEY, f"{site.base}/api/0")  # type: ignore[attr-defined]
+    status, rows = quarantine_cli(path, "--list")
+    assert status == 0 and len(rows) == 1
+    assert rows[0]["key"] == BAD_KEY and rows[0]["url"] == f"{site.base}/api/0"
+    assert "refused for the test: p0-q7" in rows[0]["error"] and rows[0]["refused_by"] == "postgres"
+    assert rows[0]["data"]["id"] == BAD_KEY
+    # Still refused: it stays, with its attempts counted; once the database takes it, it is gone.
+    status, [out] = quarantine_cli(path, "--retry")
+    assert (status, out) == (1, {"retried": 1, "stored": 0, "quarantined": 1})
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("DROP TRIGGER refuse_one ON scraped_data")
+    status, [out] = quarantine_cli(path, "--retry")
+    assert (status, out) == (0, {"retried": 1, "stored": 1, "quarantined": 0})
+    assert len(pg_keys(pg_dsn)) == 40
+    assert quarantine_cli(path)[1] == [
+        {"quarantined": 0, "by_source": {}, "file": str(tmp_path / "var" / "spool.sqlite")}
+    ]
+
+
+async def test_the_spool_drains_past_a_refused_record_to_zero(
+    site: Site, tmp_path: Path, pg_dsn: str
+) -> None:
+    dead = f"postgresql://crawler@127.0.0.1:{free_port()}/crawler"
+    cfg = load_config(config_file(tmp_path, site, dead))
+    [result] = await Service(cfg, CollectorRegistry()).once()
+    assert (result.status, result.records) == ("success", 40)
+    # The database is back, with a trigger that refuses one spooled record.
+    path = config_file(tmp_path, site, pg_dsn)
+    cfg = load_config(path)
+    await make_schema(cfg)
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(PG_TRIGGER)
+    from crawler.metrics import Metrics
+    from crawler.sink import Sink
+
+    registry = CollectorRegistry()
+    sink = Sink(cfg, Metrics(registry))
+    await sink.open(drainer=False)
+    try:
+        assert sink.spool is not None and sink.spool.records == 40
+        await sink.drain()
+        assert sink.spool.records == 0
+    finally:
+        await sink.close()
+    assert len(pg_keys(pg_dsn)) == 39
+    assert registry.get_sample_value("crawler_records_quarantined_total", {"source": "api"}) == 1
+    _, [row] = quarantine_cli(path, "--list")
+    assert (row["key"], row["url"]) == (BAD_KEY, f"{site.base}/api/0")
+    assert quarantine_cli(path, "--drop")[1] == [{"dropped": 1}]
+    assert quarantine_cli(path)[1][0]["quarantined"] == 0
+
+
+async def test_a_record_the_embedded_store_refuses_is_quarantined(
+    site: Site, tmp_path: Path
+) -> None:
+    cfg = load_config(config_file(tmp_path, site))
+    [first] = await Service(cfg, CollectorRegistry()).once()  # creates the file and its schema
+    assert first.status == "success"
+    c = sqlite3.connect(tmp_path / "var" / "crawler.sqlite")
+    c.execute(
+        "CREATE TRIGGER refuse_one BEFORE UPDATE ON scraped_data"
+        f" WHEN NEW.key = '{BAD_KEY}' BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+    )
+    c.commit()
+    c.close()
+    registry = CollectorRegistry()
+    [again] = await Service(cfg, registry).once()
+    assert again.status == "success"
+    assert registry.get_sample_value("crawler_records_quarantined_total", {"source": "api"}) == 1
+    assert (
+        registry.get_sample_value(
+            "crawler_records_stored_total", {"source": "api", "backend": "sqlite"}
+        )
+        == 39
+    )
+    rows = sqlite_rows(tmp_path, "select source, key, refused_by from quarantine")
+    assert rows == [("api", BAD_KEY, "sqlite")]
