@@ -167,12 +167,19 @@ CREATE TRIGGER refuse_one BEFORE INSERT OR UPDATE ON scraped_data
 """
 
 
-async def make_schema(cfg: Any) -> None:
+async def refusing_one_key(tmp_path: Path, site: Site, dsn: str) -> tuple[Path, Any]:
+    """The config for `dsn`, whose database has the crawler's schema and a trigger that
+    refuses BAD_KEY."""
     from crawler.store import PostgresStore
 
+    path = config_file(tmp_path, site, dsn)
+    cfg = load_config(path)
     store = PostgresStore(cfg.storage)
     await store.open()
     await store.close()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(PG_TRIGGER)
+    return path, cfg
 
 
 def pg_keys(dsn: str) -> set[str]:
@@ -189,11 +196,7 @@ def quarantine_cli(cfg_path: Path, *flags: str) -> tuple[int, list[dict[str, Any
 async def test_a_record_postgresql_refuses_is_quarantined_and_the_rest_stored(
     site: Site, tmp_path: Path, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = config_file(tmp_path, site, pg_dsn)
-    cfg = load_config(path)
-    await make_schema(cfg)
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(PG_TRIGGER)
+    path, cfg = await refusing_one_key(tmp_path, site, pg_dsn)
     registry = CollectorRegistry()
     with caplog.at_level(logging.INFO):
         results = await Service(cfg, registry).once()
@@ -231,11 +234,7 @@ async def test_the_spool_drains_past_a_refused_record_to_zero(
     [result] = await Service(cfg, CollectorRegistry()).once()
     assert (result.status, result.records) == ("success", 40)
     # The database is back, with a trigger that refuses one spooled record.
-    path = config_file(tmp_path, site, pg_dsn)
-    cfg = load_config(path)
-    await make_schema(cfg)
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(PG_TRIGGER)
+    path, cfg = await refusing_one_key(tmp_path, site, pg_dsn)
     from crawler.metrics import Metrics
     from crawler.sink import Sink
 
