@@ -464,3 +464,52 @@ def test_grafana_key_is_checked_against_its_fingerprint(tmp_path: Path) -> None:
     assert check_key("B53AE77BADB630A683046005963FA27710458545") != 0
     key.write_text("not a key")
     assert check_key(fpr) != 0
+
+
+# ---------------------------------------------------------------- Python
+
+
+def os_python(tmp_path: Path, pretty: str, version: str) -> dict[str, str]:
+    """An os-release under the root and a python3 on PATH that reports `version`."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text(f'PRETTY_NAME="{pretty}"\n')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(f"#!/bin/sh\necho {version}\n")
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_install_provisions_python_with_uv_on_ubuntu_20_04(tmp_path: Path) -> None:
+    env = os_python(tmp_path, "Ubuntu 20.04.6 LTS", "3.8")
+    out = install(tmp_path / "root", env=env)
+    assert "the system's python3 is 3.8 (Ubuntu 20.04.6 LTS)" in out
+    cmds = commands(out)
+    uv = "/opt/crawler/python/uv"
+    provisioned = [
+        f"python3 -m venv {uv}",
+        f"{uv}/bin/pip install --quiet --disable-pip-version-check --no-cache-dir uv",
+        f"env UV_PYTHON_INSTALL_DIR=/opt/crawler/python {uv}/bin/uv python install 3.11",
+        "mkdir -p /opt/crawler/python/bin",
+    ]
+    start = cmds.index(provisioned[0])
+    assert cmds[start : start + 4] == provisioned
+    assert cmds[start + 4].endswith(" /opt/crawler/python/bin/python3")
+    # After the OS packages (python3-venv), and the release is built on the provisioned one.
+    assert start > next(i for i, c in enumerate(cmds) if "apt-get install" in c)
+    assert re.search(
+        r"^/opt/crawler/python/bin/python3 -m venv /opt/crawler/releases/", "\n".join(cmds), re.M
+    )
+    # The system's Python is not replaced: nothing is installed over /usr.
+    assert not any(re.search(r"update-alternatives|/usr/bin/python|deadsnakes", c) for c in cmds)
+
+
+def test_install_keeps_the_system_python_when_it_is_new_enough(tmp_path: Path) -> None:
+    env = os_python(tmp_path, "Debian GNU/Linux 12 (bookworm)", "3.11")
+    out = install(tmp_path / "root", env=env)
+    assert "Python: the system's python3 3.11 (Debian GNU/Linux 12 (bookworm))" in out
+    joined = "\n".join(commands(out))
+    assert "uv" not in joined.replace("UV_", "")
+    assert re.search(r"^python3 -m venv /opt/crawler/releases/", joined, re.M)
