@@ -26,7 +26,7 @@ fi
 
 # A port free a moment ago (several people may run the benchmark on one machine).
 port=${BENCH_PORT:-$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-work=$(mktemp -d /tmp/crawler-bench.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/crawler-bench.XXXXXX")
 site_pid=""
 cleanup() {
   [ -n "$site_pid" ] && kill "$site_pid" 2>/dev/null
