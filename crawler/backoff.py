@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 
 class Backoff:
@@ -19,17 +20,19 @@ class Backoff:
         cap: float = 60.0,
         give_up_after: float | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base, self.cap, self.give_up_after = base, cap, give_up_after
         self._rng = rng or random.Random()
+        self._clock = clock
         self._delay = 0.0
         self.attempt = 0
-        self._started = time.monotonic()
+        self._started = clock()
 
     def reset(self) -> None:
         self._delay = 0.0
         self.attempt = 0
-        self._started = time.monotonic()
+        self._started = self._clock()
 
     def next_delay(self) -> float:
         """The delay before the next attempt (grows until `cap`)."""
@@ -42,4 +45,4 @@ class Backoff:
         """True when waiting `extra` more seconds would pass the give-up time."""
         if self.give_up_after is None:
             return False
-        return time.monotonic() - self._started + extra > self.give_up_after
+        return self._clock() - self._started + extra > self.give_up_after

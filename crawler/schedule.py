@@ -30,12 +30,12 @@ def make_trigger(source: SourceConfig) -> Any:
     return IntervalTrigger(seconds=source.every, jitter=source.jitter or None)
 
 
-def expected_interval(source: SourceConfig) -> float:
+def expected_interval(source: SourceConfig, now: datetime | None = None) -> float:
     """Seconds between runs: `every`, or the gap between the next two cron fire times."""
     if source.every is not None:
         return source.every
     trigger = make_trigger(source)
-    now = datetime.now(timezone.utc)
+    now = now or datetime.now(timezone.utc)
     first = trigger.get_next_fire_time(None, now)
     second = trigger.get_next_fire_time(first, first + timedelta(seconds=1))
     return float((second - first).total_seconds())
