@@ -9,10 +9,13 @@ Tiers, by folder (each test gets the folder's marker, so `-m unit` works too):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests import helpers
 from tests.helpers import PostgresServer
 from tests.site import Site
 
@@ -29,6 +32,17 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_dsn(pg_server: PostgresServer) -> str:
     """DSN of a fresh, empty database on the session's real PostgreSQL."""
     return pg_server.create_database()
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """`write_config(name="crawler.yaml", **overrides)`: a configuration file in tmp_path,
+    the tests' defaults deep-merged with `overrides` (tests/helpers.py `write_config`)."""
+
+    def write(name: str = "crawler.yaml", **overrides: Any) -> Path:
+        return helpers.write_config(tmp_path, name, **overrides)
+
+    return write
 
 
 @pytest.fixture

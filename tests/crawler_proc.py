@@ -10,7 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.site import Site
+from tests.helpers import write_config
+from tests.site import Site, quote_source
 
 
 def outage_config(
@@ -24,25 +25,18 @@ def outage_config(
     every: str = "1s",
 ) -> Path:
     """Key is the quote text, which carries the site's version: each bump makes new records."""
-    text = f"""\
-instance: outage
-state_dir: {tmp_path}/var
-log_level: DEBUG
-metrics: {{listen: "127.0.0.1:{port}"}}
-storage: {{dsn: "{dsn}", batch_size: 50, connect_timeout: 2s, write_timeout: 5s}}
-spool: {{max_bytes: {max_bytes}, drain_batch: 100}}
-fetch: {{politeness_delay: 0s, robots: false, conditional_get: false, retry: {{attempts: 1}}}}
-sources:
-  - name: quotes
-    every: {every}
-    urls: ["{site.base}/page/{{0..{pages - 1}}}"]
-    items: div.quote
-    fields: {{text: span.text::text, author: small.author::text}}
-    key: [text]
-"""
-    path = tmp_path / "crawler.yaml"
-    path.write_text(text)
-    return path
+    source = quote_source("quotes", [f"{site.base}/page/{{0..{pages - 1}}}"], every=every)
+    source["fields"]["author"] = "small.author::text"
+    return write_config(
+        tmp_path,
+        instance="outage",
+        log_level="DEBUG",
+        metrics={"listen": f"127.0.0.1:{port}"},
+        storage={"dsn": dsn, "batch_size": 50, "connect_timeout": "2s", "write_timeout": "5s"},
+        spool={"max_bytes": max_bytes, "drain_batch": 100},
+        fetch={"conditional_get": False, "retry": {"attempts": 1}},
+        sources=[source],
+    )
 
 
 def run_cli(

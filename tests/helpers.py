@@ -29,6 +29,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` deep-merged: mappings merge key by key, anything else replaces,
+    and None removes the key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_config(directory: Path, name: str = "crawler.yaml", **overrides: Any) -> Path:
+    """A configuration file for a test: defaults that keep tests fast and self-contained (state
+    in `directory`, /metrics on a free port, no politeness delay, no robots.txt), deep-merged
+    with `overrides` (see `merge`); `sources` is a list of source mappings. Returns its path.
+    The `write_config` fixture (tests/conftest.py) is this in the test's tmp_path."""
+    import yaml
+
+    defaults: dict[str, Any] = {
+        "state_dir": str(directory / "var"),
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "fetch": {"politeness_delay": "0s", "robots": False},
+    }
+    path = directory / name
+    path.write_text(yaml.safe_dump(merge(defaults, overrides), sort_keys=False))
+    return path
+
+
 def require(name: str) -> str:
     """The path of a program the tests need; fail loudly (never skip) when it is missing."""
     path = shutil.which(name)

@@ -132,3 +132,18 @@ def html_source(site: Site, name: str, pages: int, extra_fields: str = "") -> st
       tags: {{selector: "a.tag::text", all: true}}{extra}
     key: [id]
 """
+
+
+def quote_source(name: str, urls: list[str], **extra: Any) -> dict[str, Any]:
+    """A source mapping (for `write_config`) reading quote texts, keyed by the text; `extra`
+    adds or replaces keys (None removes one)."""
+    source = {
+        "name": name,
+        "every": "1h",
+        "urls": urls,
+        "items": "div.quote",
+        "fields": {"text": "span.text::text"},
+        "key": ["text"],
+        **extra,
+    }
+    return {k: v for k, v in source.items() if v is not None}

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from crawler.config import Config, load_config
@@ -27,6 +26,7 @@ from crawler.extract import Extractor
 from crawler.fetch import Fetcher
 from crawler.metrics import Metrics
 from crawler.service import Service
+from tests.helpers import merge, write_config
 from tests.hostile_site import HostileSite, bomb
 
 CAP = 4 * 2**20
@@ -58,15 +58,11 @@ def make_config(tmp_path: Path, sources: list[dict[str, Any]], **fetch: Any) -> 
         "max_response_bytes": CAP,
         "max_redirects": 3,
         "retry": {"attempts": 3, "base": 0.01, "max": 0.05, "give_up_after": 10},
+        "robots": True,
     }
-    for key, value in fetch.items():
-        if isinstance(value, dict):
-            f[key] = {**f.get(key, {}), **value}
-        else:
-            f[key] = value
-    doc = {"state_dir": str(tmp_path / "state"), "fetch": f, "sources": sources}
-    path = tmp_path / "crawler.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    path = write_config(
+        tmp_path, state_dir=str(tmp_path / "state"), fetch=merge(f, fetch), sources=sources
+    )
     return load_config(path)
 
 

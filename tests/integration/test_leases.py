@@ -8,37 +8,28 @@ from pathlib import Path
 import psycopg
 
 from tests.crawler_proc import CrawlerProcess, read_logs
-from tests.helpers import free_port, wait_for
-from tests.site import Site
+from tests.helpers import wait_for, write_config
+from tests.site import Site, quote_source
 
 SOURCES = 4
 TTL = 3.0
 
 
 def config(site: Site, tmp_path: Path, name: str, dsn: str) -> Path:
-    sources = "".join(
-        f"""\
-  - name: s{i}
-    every: 500ms
-    urls: ["{site.base}/page/{i}"]
-    items: div.quote
-    fields: {{text: span.text::text}}
-    key: [text]
-"""
-        for i in range(SOURCES)
+    """One crawler's file: its own state and port, every source every 500 ms, one database."""
+    return write_config(
+        tmp_path,
+        f"{name}.yaml",
+        instance=name,
+        state_dir=str(tmp_path / name),
+        log_level="INFO",
+        lease_ttl=f"{TTL}s",
+        storage={"dsn": dsn},
+        fetch={"conditional_get": False},
+        sources=[
+            quote_source(f"s{i}", [f"{site.base}/page/{i}"], every="500ms") for i in range(SOURCES)
+        ],
     )
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"""\
-instance: {name}
-state_dir: {tmp_path}/{name}
-log_level: INFO
-lease_ttl: {TTL}s
-metrics: {{listen: "127.0.0.1:{free_port()}"}}
-storage: {{dsn: "{dsn}"}}
-fetch: {{politeness_delay: 0s, robots: false, conditional_get: false}}
-sources:
-{sources}""")
-    return path
 
 
 def runs(dsn: str) -> list[tuple[str, str, float, float]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +23,7 @@ from crawler.spool import SPOOL_MIGRATIONS, Spool
 from crawler.sqlite import migrate_sqlite, open_sqlite
 from tests.crawler_proc import run_cli
 from tests.helpers import PostgresServer, free_port
-from tests.site import Site
+from tests.site import Site, quote_source
 
 
 def recs(n: int, start: int = 0, source: str = "s") -> list[Record]:
@@ -31,25 +33,17 @@ def recs(n: int, start: int = 0, source: str = "s") -> list[Record]:
     ]
 
 
-def config_file(
-    tmp_path: Path, dsn: str, max_bytes: str = "64MiB", urls: str = "http://127.0.0.1:9/x"
-) -> Path:
-    p = tmp_path / "c.yaml"
-    p.write_text(f"""\
-state_dir: {tmp_path}/var
-log_level: DEBUG
-storage: {{dsn: "{dsn}", batch_size: 20, connect_timeout: 1s}}
-spool: {{max_bytes: {max_bytes}, drain_batch: 7}}
-fetch: {{politeness_delay: 0s, robots: false, retry: {{attempts: 1}}}}
-sources:
-  - name: s
-    every: 1h
-    urls: ["{urls}"]
-    items: div.quote
-    fields: {{text: span.text::text}}
-    key: [text]
-""")
-    return p
+def spool_settings(
+    dsn: str, max_bytes: str = "64MiB", urls: str = "http://127.0.0.1:9/x"
+) -> dict[str, Any]:
+    """Overrides for `write_config`: small batches and drains, one attempt, one source."""
+    return {
+        "log_level": "DEBUG",
+        "storage": {"dsn": dsn, "batch_size": 20, "connect_timeout": "1s"},
+        "spool": {"max_bytes": max_bytes, "drain_batch": 7},
+        "fetch": {"retry": {"attempts": 1}},
+        "sources": [quote_source("s", [urls])],
+    }
 
 
 async def test_spool_survives_reopen_and_keeps_order(tmp_path: Path):
@@ -91,10 +85,10 @@ async def test_spool_of_an_older_version_keeps_its_run_rows(tmp_path: Path):
 
 
 async def test_cap_refuses_new_records_and_keeps_old_ones(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, write_config: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ):
     dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
-    cfg = load_config(config_file(tmp_path, dead, max_bytes="48KiB"))
+    cfg = load_config(write_config(**spool_settings(dead, max_bytes="48KiB")))
     registry = CollectorRegistry()
     service = Service(cfg, registry)
     async with service.opened():
@@ -118,7 +112,7 @@ async def test_cap_refuses_new_records_and_keeps_old_ones(
     pg.start()
     try:
         dsn = pg.create_database()
-        cfg2 = load_config(config_file(tmp_path, dsn, max_bytes="48KiB"))
+        cfg2 = load_config(write_config(**spool_settings(dsn, max_bytes="48KiB")))
         sink2 = Sink(cfg2, Metrics(CollectorRegistry()))
         await sink2.open(drainer=False)
         try:
@@ -132,9 +126,11 @@ async def test_cap_refuses_new_records_and_keeps_old_ones(
         pg.destroy()
 
 
-async def test_writes_follow_the_spool_until_it_is_empty(tmp_path: Path, pg_dsn: str):
+async def test_writes_follow_the_spool_until_it_is_empty(
+    tmp_path: Path, write_config: Callable[..., Path], pg_dsn: str
+):
     """Once anything is spooled, new batches queue behind it: an old version never wins."""
-    cfg = load_config(config_file(tmp_path, pg_dsn))
+    cfg = load_config(write_config(**spool_settings(pg_dsn)))
     sink = Sink(cfg, Metrics(CollectorRegistry()))
     await sink.open(drainer=False)
     try:
@@ -150,12 +146,14 @@ async def test_writes_follow_the_spool_until_it_is_empty(tmp_path: Path, pg_dsn:
         assert conn.execute("select data from scraped_data").fetchall() == [({"v": "new"},)]
 
 
-def test_cli_spool_shows_depth_and_drains(tmp_path: Path, site: Site):
+def test_cli_spool_shows_depth_and_drains(
+    tmp_path: Path, write_config: Callable[..., Path], site: Site
+):
     pg = PostgresServer()
     pg.start()
     dsn = pg.create_database()
     try:
-        path = config_file(tmp_path, dsn, urls=f"{site.base}/page/{{0..2}}")
+        path = write_config(**spool_settings(dsn, urls=f"{site.base}/page/{{0..2}}"))
         pg.stop()
         once = run_cli("once", "-c", str(path))
         assert once.returncode == 0, once.stdout + once.stderr
@@ -176,14 +174,14 @@ def test_cli_spool_shows_depth_and_drains(tmp_path: Path, site: Site):
 
 
 async def test_a_failing_spool_write_is_refused_and_counted(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, write_config: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ):
     """A full or failing SD card (here SQLite's own "database or disk is full") is a refusal:
     logged, counted, raised as our error — never a silent drop, never a crash."""
     from crawler.errors import StoreError
 
     dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
-    cfg = load_config(config_file(tmp_path, dead))
+    cfg = load_config(write_config(**spool_settings(dead)))
     registry = CollectorRegistry()
     sink = Sink(cfg, Metrics(registry))
     await sink.open(drainer=False)
@@ -200,13 +198,15 @@ async def test_a_failing_spool_write_is_refused_and_counted(
         await sink.close()
 
 
-async def test_a_refused_run_stops_all_its_workers(tmp_path: Path, site: Site):
+async def test_a_refused_run_stops_all_its_workers(
+    tmp_path: Path, write_config: Callable[..., Path], site: Site
+):
     """When the spool refuses a batch, the run fails and none of its workers fetches on."""
     import asyncio
 
     dead = f"postgresql://x@127.0.0.1:{free_port()}/x"
     cfg = load_config(
-        config_file(tmp_path, dead, max_bytes="40KiB", urls=f"{site.base}/page/{{0..199}}")
+        write_config(**spool_settings(dead, max_bytes="40KiB", urls=f"{site.base}/page/{{0..199}}"))
     )
     service = Service(cfg, CollectorRegistry())
     async with service.opened() as pipeline:  # the fetcher stays open, as in `run`

@@ -9,29 +9,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import free_port
-from tests.site import Site
+from tests.site import Site, quote_source
 
 
-def test_notify_ready_watchdog_and_stopping(tmp_path: Path, site: Site):
+def test_notify_ready_watchdog_and_stopping(
+    tmp_path: Path, site: Site, write_config: Callable[..., Path]
+):
     sock_path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(sock_path)
     sock.settimeout(0.5)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"""\
-state_dir: {tmp_path}/var
-metrics: {{listen: "127.0.0.1:{free_port()}"}}
-fetch: {{politeness_delay: 0s, robots: false}}
-sources:
-  - name: s
-    every: 1h
-    urls: ["{site.base}/page/1"]
-    items: div.quote
-    fields: {{text: span.text::text}}
-""")
+    cfg = write_config(sources=[quote_source("s", [f"{site.base}/page/1"], key=None)])
     env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
