@@ -17,6 +17,7 @@ import pytest
 
 from tests import helpers
 from tests.helpers import PostgresServer
+from tests.proxy import Proxy
 from tests.site import Site
 
 
@@ -32,6 +33,15 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_dsn(pg_server: PostgresServer) -> str:
     """DSN of a fresh, empty database on the session's real PostgreSQL."""
     return pg_server.create_database()
+
+
+@pytest.fixture
+def pg_proxy(pg_dsn: str) -> Iterator[Proxy]:
+    """A TCP proxy in front of the session's PostgreSQL (tests/proxy.py): `cut()` breaks the
+    link while the server stays up; `pg_proxy.dsn(pg_dsn)` is the database through it."""
+    port = int(pg_dsn.rsplit(":", 1)[1].split("/")[0])
+    with Proxy(port) as proxy:
+        yield proxy
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters import pipeline, throttled
 from tests.helpers import free_port, wait_for
+from tests.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -308,68 +309,13 @@ def test_pipeline_locked_table_fails_within_deadline(pg_dsn: str) -> None:
     assert value(got, "crawler_data_scrape_success") == 1
 
 
-class FreezingProxy:
-    """TCP proxy to PostgreSQL that stops forwarding the server's answers once
-    the client sends its first query: a database that hangs mid-conversation,
-    where neither connect_timeout nor statement_timeout can help."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.frozen = threading.Event()
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client = self.sock.accept()[0]
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            self.conns += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
-        while True:
-            try:
-                data = src.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            # Startup and SSL requests begin with a length (0x00); every later
-            # client message begins with its type letter.
-            if from_client and data[0] != 0:
-                self.frozen.set()
-            if not from_client and self.frozen.is_set():
-                continue
-            try:
-                dst.sendall(data)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
 def test_pipeline_hang_mid_query_fails_within_deadline(pg_dsn: str) -> None:
     port = int(pg_dsn.rsplit(":", 1)[1].split("/")[0])
-    proxy = FreezingProxy(port)
-    try:
-        proxied = pg_dsn.replace(f":{port}/", f":{proxy.port}/")
-        got, took = scrape(proxied, timeout=2.0)
+    with Proxy(port, freeze_on_query=True) as proxy:
+        got, took = scrape(proxy.dsn(pg_dsn), timeout=2.0)
         assert proxy.frozen.is_set()  # the connection got as far as a query
         assert value(got, "crawler_data_scrape_success") == 0
         assert 1.5 < took < 4
-    finally:
-        proxy.close()
 
 
 def test_pipeline_serves_http(pg_dsn: str) -> None:

@@ -1,16 +1,24 @@
-"""Outages: PostgreSQL goes away mid-crawl; nothing counted is lost, nothing is stored twice."""
+"""Outages: PostgreSQL, or the link to it, goes away mid-crawl; nothing counted is lost, nothing
+is stored twice."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from prometheus_client import CollectorRegistry
 
+from crawler.config import load_config
+from crawler.record import Record
+from crawler.service import Service
 from tests.crawler_proc import CrawlerProcess, counted_keys, outage_config, read_logs, scrape
 from tests.helpers import PostgresServer, free_port, wait_for
-from tests.site import Site
+from tests.proxy import Proxy
+from tests.site import Site, quote_source
 
 
 def metric(port: int, name: str) -> float | None:
@@ -85,3 +93,45 @@ def test_database_outage_mid_crawl_loses_nothing(site: Site, tmp_path: Path):
         assert "spool drained" in messages and "database reachable" in messages
     finally:
         pg.destroy()
+
+
+async def test_link_cut_with_the_database_up_spools_then_drains(
+    pg_dsn: str, pg_proxy: Proxy, write_config: Callable[..., Path]
+):
+    """The NAS leaves the Wi-Fi but PostgreSQL runs on: writes through the cut link go to the
+    spool at once, and the drainer moves them in when the link is back."""
+    cfg = load_config(
+        write_config(
+            storage={"dsn": pg_proxy.dsn(pg_dsn), "connect_timeout": "1s", "write_timeout": "2s"},
+            sources=[quote_source("s", ["http://127.0.0.1:9/x"])],
+        )
+    )
+    registry = CollectorRegistry()
+    service = Service(cfg, registry)
+
+    def stored() -> int:
+        with psycopg.connect(pg_dsn) as conn:  # directly, not through the proxy
+            return int(conn.execute("select count(*) from scraped_data").fetchone()[0])
+
+    def batch(start: int) -> list[Record]:
+        return [Record("s", f"k{i}", {"i": i}) for i in range(start, start + 10)]
+
+    async with service.opened():
+        sink = service.sink
+        assert sink is not None and sink.spool is not None and sink.db_up
+        await sink.write("s", batch(0))
+        assert stored() == 10 and sink.spool.empty
+        pg_proxy.cut()
+        await sink.write("s", batch(10))  # the connection is gone: spooled, not lost
+        await sink.write("s", batch(20))  # and the next batch follows it into the spool
+        assert sink.db_up is False and sink.spool.records == 20
+        assert registry.get_sample_value("crawler_database_up") == 0
+        assert stored() == 10  # PostgreSQL itself was up all along
+        pg_proxy.restore()
+        for _ in range(300):
+            if sink.spool.empty and sink.db_up:
+                break
+            await asyncio.sleep(0.1)
+        assert sink.spool.empty and sink.db_up
+    assert stored() == 30
+    assert registry.get_sample_value("crawler_records_spooled_total", {"source": "s"}) == 20
