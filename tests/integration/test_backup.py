@@ -176,3 +176,14 @@ def test_a_failed_backup_keeps_the_last_good_one_and_says_so(
     assert proc.returncode == 1 and "FAILED" in proc.stdout
     assert len(list((tmp_path / "backups" / "daily").glob(f"{db}-*.dump"))) == 1
     assert not list((tmp_path / "backups").glob(".partial-*"))
+
+
+@pytest.mark.parametrize("script", [BACKUP, INIT_ROLE])
+def test_backup_scripts_are_shellcheck_clean(script: Path) -> None:
+    proc = subprocess.run(
+        [require("shellcheck"), "-x", "--severity=style", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
