@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -47,6 +48,32 @@ _FREE = """
 SELECT s FROM unnest(%(sources)s::text[]) AS s
 WHERE NOT EXISTS (SELECT 1 FROM crawler_leases l WHERE l.source = s AND l.expires_at >= now())
 """
+
+
+def fair_share(sources: int, others: int) -> int:
+    """How many sources one crawler takes when `others` other crawlers are alive."""
+    return math.ceil(sources / (others + 1))
+
+
+def spread(names: Iterable[str], holder: str) -> list[str]:
+    """`names` in this holder's own order: crawlers prefer different sources (fewer collisions
+    when several take free ones at once), and one holder's order is the same after a restart."""
+
+    def rank(name: str) -> bytes:
+        return hashlib.blake2b(f"{holder}\0{name}".encode(), digest_size=8).digest()
+
+    return sorted(names, key=rank)
+
+
+def split_held(
+    held: Iterable[str], running: set[str], share: int, holder: str
+) -> tuple[list[str], list[str]]:
+    """(core, busy): the held sources to keep (up to the share, in this holder's order), and
+    those beyond the share with a run under way, renewed for that run only ("draining": no new
+    run starts here, so they are released when it ends; without this an overloaded crawler,
+    whose sources are always running, would keep them all)."""
+    mine = spread(held, holder)
+    return mine[:share], [s for s in mine[share:] if s in running]
 
 
 class Leases(Part):
@@ -132,17 +159,8 @@ class Leases(Part):
             )
             row = await cur.fetchone()
             others = int(row[0]) if row else 0  # count(*) always returns one row
-            share = math.ceil(len(self.sources) / (others + 1))
-
-            # Ours first: up to the share in a per-holder order (so crawlers spread out), plus
-            # those beyond it with a run under way, renewed for that run only ("draining": no
-            # new run starts here, so they are released when it ends; without this an
-            # overloaded crawler, whose sources are always running, would keep them all).
-            def spread(names: Iterable[str]) -> list[str]:
-                return sorted(names, key=lambda s: hash((s, self.holder)))
-
-            mine = spread(self.held)
-            core, busy = mine[:share], [s for s in mine[share:] if s in self.running]
+            share = fair_share(len(self.sources), others)
+            core, busy = split_held(self.held, self.running, share, self.holder)
             args = {"holder": self.holder, "ttl": self.ttl}
             cur = await conn.execute(_TAKE, {**args, "sources": core + busy})
             renewed = {row[0] for row in await cur.fetchall()}
@@ -153,7 +171,8 @@ class Leases(Part):
             if len(kept) < share:
                 candidates = [s for s in self.sources if s not in self.held]
                 cur = await conn.execute(_FREE, {"sources": candidates})
-                free = spread(row[0] for row in await cur.fetchall())[: share - len(kept)]
+                free = spread((row[0] for row in await cur.fetchall()), self.holder)
+                free = free[: share - len(kept)]
                 if free:
                     cur = await conn.execute(_TAKE, {**args, "sources": free})
                     got = {row[0] for row in await cur.fetchall()}
