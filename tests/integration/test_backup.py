@@ -44,23 +44,32 @@ sources:
     assert proc.returncode == 0, proc.stderr
 
 
-def run_backup(
-    pg: PostgresServer, db: str, tmp_path: Path, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
+def pg_env(pg: PostgresServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment the postgres image gives its scripts: libpq's variables for this server,
+    the server's own binaries first, the backup role's password in a secret file."""
     secret = tmp_path / "backup_password"
     secret.write_text("backup-secret\n")
-    environ = {
+    return {
         **os.environ,
         "PATH": f"{pg.bin}:{os.environ['PATH']}",
         "PGHOST": "127.0.0.1",
         "PGPORT": str(pg.port),
+        "PGPASSWORD_FILE": str(secret),
+        "BACKUP_DB_PASSWORD_FILE": str(secret),
+        **extra,
+    }
+
+
+def run_backup(
+    pg: PostgresServer, db: str, tmp_path: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    settings = {
         "PGUSER": "backup",
         "PGDATABASE": db,
-        "PGPASSWORD_FILE": str(secret),
         "BACKUP_DIR": str(tmp_path / "backups"),
         "METRICS_DIR": str(tmp_path),
-        **env,
     }
+    environ = pg_env(pg, tmp_path, **{**settings, **env})
     return subprocess.run(
         [str(BACKUP), *args], capture_output=True, text=True, env=environ, timeout=120, check=False
     )
@@ -70,17 +79,7 @@ def run_backup(
 def filled(pg_server: PostgresServer, pg_dsn: str, site: Site, tmp_path: Path) -> tuple[str, str]:
     """The crawler's database, filled by a real crawl, with the `backup` role of the init script."""
     fill(site, tmp_path, pg_dsn)
-    secret = tmp_path / "backup_password"
-    secret.write_text("backup-secret\n")
-    env = {
-        **os.environ,
-        "PATH": f"{pg_server.bin}:{os.environ['PATH']}",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(pg_server.port),
-        "POSTGRES_USER": "postgres",
-        "POSTGRES_DB": "postgres",
-        "BACKUP_DB_PASSWORD_FILE": str(secret),
-    }
+    env = pg_env(pg_server, tmp_path, POSTGRES_USER="postgres", POSTGRES_DB="postgres")
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_roles where rolname = 'backup'").fetchone()
     if not exists:  # the role is cluster-wide: created once per test session's server
