@@ -26,6 +26,13 @@ def spool_depth(path: Path) -> int:
         conn.close()
 
 
+def started(logs: Path, offset: int) -> bool:
+    """Has the crawler started after `offset` written its first line ("crawler starting")?"""
+    with logs.open("rb") as f:
+        f.seek(offset)
+        return b'"crawler starting"' in f.read()
+
+
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(site: Site, tmp_path: Path):
     rng = random.Random(20261121)
     pg = PostgresServer()
@@ -48,9 +55,13 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(site: Site, tmp_
                 pg_up = True
             site.version += 1  # every run brings new records
             depth_before = spool_depth(spool_file)
+            offset = logs.stat().st_size if logs.exists() else 0
             crawler = CrawlerProcess(config, logs)
-            # Start-up takes ~0.5 s; drains are quick, so kill them sooner.
-            time.sleep(rng.uniform(0.5, 0.9) if phase == "drain" else rng.uniform(0.6, 2.0))
+            # Random moments counted from the process's first log line, not from its spawn:
+            # imports take 0.5 s on a quiet machine and several seconds on a loaded one, and
+            # a kill before the first line proves nothing. Drains are quick: killed sooner.
+            wait_for(lambda offset=offset: started(logs, offset), timeout=60, interval=0.02)
+            time.sleep(rng.uniform(0.0, 0.4) if phase == "drain" else rng.uniform(0.1, 1.5))
             crawler.kill()
             depth_after = spool_depth(spool_file)
             if phase == "spool" and depth_after > depth_before:
