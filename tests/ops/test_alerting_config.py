@@ -220,6 +220,20 @@ def test_scrape_jobs_and_pi_addresses_in_target_files() -> None:
 # --- Alertmanager ------------------------------------------------------------------------
 
 
+def render_template(tmp_path: Path, data: dict[str, Any], text: str) -> Any:
+    """amtool's rendering of `text` with the project's templates over Alertmanager's `data`."""
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(data))
+    return run(
+        require("amtool"),
+        "template",
+        "render",
+        f"--template.glob={ALERTMANAGER / 'templates' / '*.tmpl'}",
+        f"--template.data={data_file}",
+        f"--template.text={text}",
+    )
+
+
 def test_amtool_check_config(tmp_path: Path) -> None:
     amtool = require("amtool")
     proc = run(amtool, "check-config", AM_CONFIG)
@@ -320,16 +334,7 @@ def test_resolved_message_says_how_long_it_lasted(tmp_path: Path) -> None:
         "commonAnnotations": {},
         "externalURL": "http://alertmanager:9093",
     }
-    data_file = tmp_path / "data.json"
-    data_file.write_text(json.dumps(data))
-    proc = run(
-        require("amtool"),
-        "template",
-        "render",
-        f"--template.glob={ALERTMANAGER / 'templates' / '*.tmpl'}",
-        f"--template.data={data_file}",
-        '--template.text={{ template "crawler.slack.text" . }}',
-    )
+    proc = render_template(tmp_path, data, '{{ template "crawler.slack.text" . }}')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for text, end in lasted.items():
         assert (
@@ -378,16 +383,10 @@ def test_slack_template_lists_every_alert_of_the_group(tmp_path: Path) -> None:
         "commonAnnotations": {},
         "externalURL": "http://alertmanager:9093",
     }
-    data_file = tmp_path / "data.json"
-    data_file.write_text(json.dumps(data))
-    proc = run(
-        require("amtool"),
-        "template",
-        "render",
-        f"--template.glob={ALERTMANAGER / 'templates' / '*.tmpl'}",
-        f"--template.data={data_file}",
-        '--template.text={{ template "crawler.slack.title" . }}\n'
-        '{{ template "crawler.slack.text" . }}',
+    proc = render_template(
+        tmp_path,
+        data,
+        '{{ template "crawler.slack.title" . }}\n{{ template "crawler.slack.text" . }}',
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

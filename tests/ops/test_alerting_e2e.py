@@ -215,17 +215,6 @@ def crawler_config(tmp: Path, site: Site, port: int) -> Path:
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    stand_in = SlackStandIn()
-    stand_in.server.start()
-    yield stand_in
-    stand_in.server.stop()
-    print("--- Slack payloads ---")  # shown by pytest only when the test fails
-    for payload in stand_in.payloads:
-        print(json.dumps(payload, indent=1))
-
-
-@pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs

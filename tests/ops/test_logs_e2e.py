@@ -175,14 +175,6 @@ def logs_dashboard_answers(base: str) -> list[str]:
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    stand_in = SlackStandIn()
-    stand_in.server.start()
-    yield stand_in
-    stand_in.server.stop()
-
-
-@pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs
