@@ -12,9 +12,10 @@ import json
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from crawler.config import MetricsConfig
+from crawler.exposition import Exposition
 from crawler.lifecycle import Part
 from crawler.metrics import Metrics
 from crawler.webauth import BasicAuth, server_ssl_context
@@ -25,10 +26,13 @@ Readiness = Callable[[], "tuple[bool, dict[str, object]]"]
 def make_app(
     metrics: Metrics, readiness: Readiness, config: MetricsConfig | None = None
 ) -> web.Application:
+    # Each series' text but its value is rendered once, on its first scrape (crawler.exposition).
+    exposition = Exposition(metrics.registry)
+
     async def metrics_handler(request: web.Request) -> web.Response:
         ok, _ = readiness()
         metrics.ready.set(1 if ok else 0)
-        body = generate_latest(metrics.registry)
+        body = exposition.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
