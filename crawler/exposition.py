@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -67,29 +68,46 @@ def _prefixes(samples: list[tuple[str, dict[str, str]]]) -> list[str]:
     return [line[:-3] for line in lines]
 
 
+class _Child:
+    """One child's line prefixes, the values last read and the text rendered from them."""
+
+    __slots__ = ("child", "prefixes", "text", "values")
+
+    def __init__(self, child: Any, prefixes: list[str]) -> None:
+        self.child = child
+        self.prefixes = prefixes
+        self.values: list[float] = []
+        self.text = ""
+
+
 class _Family:
-    """One Counter, Gauge or Histogram: its HELP/TYPE lines and each child's line prefixes,
-    keyed by label values (a child replaced after `remove()` or `clear()` gets new ones)."""
+    """One Counter, Gauge or Histogram: its HELP/TYPE lines and its children, keyed by label
+    values (a child replaced after `remove()` or `clear()` gets new prefixes).
+
+    A child's text is rendered again only when a value it reads is another float object than
+    last time: a float is immutable and every update makes a new one, and the object held here
+    cannot be freed and its address reused, so `is` means "not updated since"."""
 
     def __init__(self, metric: Any) -> None:
         self.metric = metric
         self.histogram = isinstance(metric, Histogram)
         self.header = generate_latest(_Fixed(metric.describe())).decode()
-        self.children: dict[tuple[str, ...], tuple[Any, list[str]]] = {}
+        self.children: dict[tuple[str, ...], _Child] = {}
 
-    def _child_prefixes(self, labelvalues: tuple[str, ...]) -> list[str]:
+    def _child(self, labelvalues: tuple[str, ...], child: Any) -> _Child:
         m = self.metric
         labels = dict(zip(m._labelnames, labelvalues))
         name = m._name
         if not self.histogram:
-            return _prefixes([(name + ("_total" if isinstance(m, Counter) else ""), labels)])
+            suffix = "_total" if isinstance(m, Counter) else ""
+            return _Child(child, _prefixes([(name + suffix, labels)]))
         samples = [
             (name + "_bucket", {**labels, "le": _go_float(bound)}) for bound in m._upper_bounds
         ]
         samples.append((name + "_count", labels))
         if m._upper_bounds[0] >= 0:  # as Histogram._child_samples: no _sum below zero
             samples.append((name + "_sum", labels))
-        return _prefixes(samples)
+        return _Child(child, _prefixes(samples))
 
     def render(self, out: list[str]) -> None:
         m = self.metric
@@ -99,26 +117,46 @@ class _Family:
         else:
             children = [((), m)]
         cache = self.children
-        if len(cache) > len(children):  # children removed: forget their prefixes
+        if len(cache) > len(children):  # children removed: forget them
             cache.clear()
         out.append(self.header)
         for labelvalues, child in children:
             entry = cache.get(labelvalues)
-            if entry is None or entry[0] is not child:
-                entry = cache[labelvalues] = (child, self._child_prefixes(labelvalues))
-            prefixes = entry[1]
+            if entry is None or entry.child is not child:
+                entry = cache[labelvalues] = self._child(labelvalues, child)
+            # Each float itself, not get(): its lock guards `+=`, and reading one attribute is
+            # atomic; get() was a third of the cost of a scrape.
             if self.histogram:
-                acc = 0.0
-                for prefix, bucket in zip(prefixes, child._buckets):
-                    acc += bucket.get()
-                    out.append(f"{prefix}{format_value(acc)}\n")
-                out.append(f"{prefixes[len(child._buckets)]}{format_value(acc)}\n")
-                if len(prefixes) > len(child._buckets) + 1:
-                    out.append(f"{prefixes[-1]}{format_value(child._sum.get())}\n")
-            elif "_child_samples" in child.__dict__:  # Gauge.set_function: its callback
-                out.append(f"{prefixes[0]}{format_value(child._child_samples()[0].value)}\n")
+                values = [bucket._value for bucket in child._buckets]
+                values.append(child._sum._value)
+                if len(values) != len(entry.values) or not all(
+                    map(operator.is_, values, entry.values)
+                ):
+                    entry.values, entry.text = values, self._histogram_text(entry, values)
             else:
-                out.append(f"{prefixes[0]}{format_value(child._value.get())}\n")
+                if "_child_samples" in child.__dict__:  # Gauge.set_function: its callback
+                    value = child._child_samples()[0].value
+                else:
+                    value = child._value._value
+                if not entry.values or value is not entry.values[0]:
+                    entry.values = [value]
+                    entry.text = f"{entry.prefixes[0]}{format_value(value)}\n"
+            out.append(entry.text)
+
+    @staticmethod
+    def _histogram_text(entry: _Child, values: list[float]) -> str:
+        """Buckets cumulative, then _count and (unless a bucket is below 0) _sum, as
+        Histogram._child_samples samples them."""
+        lines = []
+        acc = 0.0
+        prefixes = entry.prefixes
+        for prefix, value in zip(prefixes, values[:-1]):
+            acc += value
+            lines.append(f"{prefix}{format_value(acc)}\n")
+        lines.append(f"{prefixes[len(values) - 1]}{format_value(acc)}\n")
+        if len(prefixes) > len(values):
+            lines.append(f"{prefixes[-1]}{format_value(values[-1])}\n")
+        return "".join(lines)
 
 
 class Exposition:
