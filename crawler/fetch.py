@@ -318,19 +318,20 @@ class Fetcher(Part):
         self,
         source: SourceConfig,
         url: str,
-        page: Page,
+        change: Revalidation | None,
         *,
         next_url: str | None = None,
         stamp_every: float = STAMP_EVERY,
     ) -> None:
-        """Record the page's validators, stamped now; call only once its records are committed.
+        """Record a page's validators (its `Page.validators`), stamped now; call only once its
+        records are committed.
 
         Until then a crash, a parse error or a refused batch leaves the old validators, so the
         next fetch is a full one that gets extracted again: "not modified" can never hide
-        records that were not stored. `next_url`: a listing page's next page.
+        records that were not stored. `next_url`: a listing page's next page. It takes the
+        validators, not the page, so a page waiting for its batch does not keep its body.
         """
-        if self.state is not None and page.validators is not None:
-            change = page.validators
+        if self.state is not None and change is not None:
             new = dataclasses.replace(change.new, fetched_at=time.time(), next_url=next_url)
             key = self._options(source).key(url)
             self.state.put(source.name, key, change.old, new, stamp_every)

@@ -9,6 +9,7 @@ the run: a flaky page must not page the user, the error-ratio alert covers it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -52,17 +53,29 @@ class RunResult:
 
 
 class _Batcher:
-    """Collects a run's records and hands them to the sink in batches of `size`."""
+    """Collects a run's records and hands them to the sink in batches of `size`.
+
+    A page's `on_commit` runs as soon as the batch holding its last record is committed, not
+    when the queue next runs empty: with 16 workers feeding a slower database the queue may not
+    run empty before the run ends, and every page waiting for it kept its callback (and what
+    it holds) alive that long.
+    """
 
     def __init__(self, sink: Sink, source: str, size: int, metrics: Metrics) -> None:
         self.sink, self.source, self.size, self.metrics = sink, source, size, metrics
         self.pending: list[Record] = []
-        self.on_commit: list[Callable[[], None]] = []  # run once every pending record is safe
+        # (records added up to and with the page's own, its callback), in the order added:
+        # batches leave from the front of `pending`, so a page is safe once `written` reaches
+        # its count.
+        self.on_commit: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
+        self.added = 0
+        self.written = 0
         self.lock = asyncio.Lock()
 
     async def add(self, records: list[Record], on_commit: Callable[[], None]) -> None:
         self.pending.extend(records)
-        self.on_commit.append(on_commit)
+        self.added += len(records)
+        self.on_commit.append((self.added, on_commit))
         self.metrics.queue_records.inc(len(records))
         if len(self.pending) >= self.size:
             await self.flush()
@@ -75,11 +88,9 @@ class _Batcher:
                     await self.sink.write(self.source, batch)
                 finally:
                     self.metrics.queue_records.dec(len(batch))
-            # Nothing is pending (and no await since the check): every page added so far has
-            # all its records committed.
-            callbacks, self.on_commit = self.on_commit, []
-            for callback in callbacks:
-                callback()
+                self.written += len(batch)
+                while self.on_commit and self.on_commit[0][0] <= self.written:
+                    self.on_commit.popleft()[1]()
 
 
 class Pipeline:

@@ -46,7 +46,7 @@ from crawler.discover import (
 from crawler.errors import FetchError
 from crawler.extract import Extractor
 from crawler.fetch import Fetcher, Page
-from crawler.httpstate import STAMP_EVERY
+from crawler.httpstate import STAMP_EVERY, Revalidation
 from crawler.metrics import Metrics
 from crawler.record import Record
 from crawler.sitemap import INDEX, MAX_DEPTH, parse_sitemap
@@ -209,8 +209,9 @@ class Walk:
         next_url = self._next_page(task, page, doc, len(records))
         self._extracted(task, page, len(records))
         stamp_every = self.plan.detail_stamp_every if task.role == DETAIL else STAMP_EVERY
+        # The callback waits for the page's batch: it holds the validators, never the body.
         commit = functools.partial(
-            self._commit, task, page, next_url=next_url, stamp_every=stamp_every
+            self._commit, task, page.validators, next_url=next_url, stamp_every=stamp_every
         )
         if records:
             await self.add_records(records, commit)
@@ -218,12 +219,17 @@ class Walk:
             commit()
 
     def _commit(
-        self, task: Task, page: Page, *, next_url: str | None = None, stamp_every: float
+        self,
+        task: Task,
+        validators: Revalidation | None,
+        *,
+        next_url: str | None = None,
+        stamp_every: float,
     ) -> None:
         self.fetcher.commit(
             self.plan.as_role[task.role],
             task.url,
-            page,
+            validators,
             next_url=next_url,
             stamp_every=stamp_every,
         )
@@ -253,7 +259,7 @@ class Walk:
             # its links are read again once `refresh_after` has passed since they last were.
             return
         stamp_every = self.plan.detail_stamp_every if task.role == DETAIL else STAMP_EVERY
-        self._commit(task, page, next_url=next_url, stamp_every=stamp_every)
+        self._commit(task, page.validators, next_url=next_url, stamp_every=stamp_every)
 
     def _failed(self, task: Task, exc: FetchError) -> None:
         r, kind = self.result, exc.kind.value
@@ -334,7 +340,7 @@ class Walk:
                 self.fetcher.commit,
                 self.source,
                 task.url,
-                page,
+                page.validators,
                 next_url=next_url,
                 stamp_every=self.plan.detail_stamp_every,
             )

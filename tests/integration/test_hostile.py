@@ -85,7 +85,7 @@ class Run:
         url = src.urls[0].rsplit("/", 1)[0] + path if path else src.urls[0]
         page = await self.fetcher.fetch(src, url)
         if commit:
-            self.fetcher.commit(src, url, page)
+            self.fetcher.commit(src, url, page.validators)
         return page
 
     async def alive(self, hostile: HostileSite) -> None:
