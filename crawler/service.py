@@ -22,18 +22,16 @@ from prometheus_client import CollectorRegistry
 from crawler.config import Config, SourceConfig
 from crawler.fetch import Fetcher
 from crawler.history import history_sources
-from crawler.lease import Leases
-from crawler.lifecycle import background
 from crawler.metrics import Metrics
 from crawler.pipeline import Pipeline, RunResult
-from crawler.retention import Retention
-from crawler.schedule import Scheduler
 from crawler.sink import Sink
 from crawler.store import PostgresStore, make_store
-from crawler.systemd import notify, watchdog_interval, watchdog_loop
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
+
+    from crawler.lease import Leases
+    from crawler.schedule import Scheduler
 
 log = logging.getLogger("crawler.service")
 
@@ -130,10 +128,18 @@ class Service:
                 "listen": f"{self.config.metrics.host}:{self.config.metrics.port}",
             },
         )
+        # The parts only `run` has are imported here: `once` does without them (RSS, issue 13;
+        # aiohttp.web above all).
+        from crawler.lease import Leases
+        from crawler.lifecycle import background
+        from crawler.retention import Retention
+        from crawler.schedule import Scheduler
+        from crawler.server import HttpServer
+        from crawler.systemd import notify, watchdog_interval, watchdog_loop
+
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await stack.enter_async_context(self.opened())
-                from crawler.server import HttpServer  # aiohttp.web: not for `once`
 
                 mc = self.config.metrics
                 await stack.enter_async_context(HttpServer(self.metrics, self.readiness, mc))

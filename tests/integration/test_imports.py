@@ -1,0 +1,67 @@
+"""`crawler once` imports only what it uses: every import is resident memory for the whole
+process (issue 13's peak RSS; bench/rss_imports.py says where the megabytes go).
+
+Run in a fresh interpreter, as the command runs, crawling the test site into PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.site import Site, quote_source
+
+# What `run` needs and `once` does not: the HTTP server, the scheduler, leases and retention,
+# bcrypt (only behind metrics.basic_auth), and parsel's package beyond its CSS translator (its
+# Selector, w3lib).
+NOT_FOR_ONCE = (
+    "aiohttp.web",
+    "apscheduler",
+    "bcrypt",
+    "crawler.server",
+    "crawler.schedule",
+    "crawler.lease",
+    "crawler.retention",
+    "crawler.systemd",
+    "parsel",
+    "parsel.selector",
+    "w3lib",
+)
+
+ONCE = """\
+import json, sys
+from crawler.cli import main
+status = main(["once", "-c", sys.argv[1]])
+with open(sys.argv[2], "w") as out:
+    json.dump(sorted(sys.modules), out)
+sys.exit(status)
+"""
+
+
+def test_once_leaves_the_server_scheduler_and_unused_libraries_unimported(
+    site: Site, pg_dsn: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cfg = write_config(
+        storage={"dsn": pg_dsn},
+        sources=[quote_source("quotes", [f"{site.base}/page/{{0..2}}"])],
+    )
+    modules_file = tmp_path / "modules.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", ONCE, str(cfg), str(modules_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    finished = [
+        json.loads(line) for line in proc.stdout.splitlines() if "source run finished" in line
+    ]
+    assert finished[0]["records"] == 60  # the run did its work: 3 pages x 20 quotes
+    modules = set(json.loads(modules_file.read_text()))
+    # The parts the run used are there (so the check below is not vacuous) …
+    assert {"aiohttp", "psycopg", "lxml.etree", "crawler.pipeline"} <= modules
+    # … and the others are not.
+    assert sorted(modules.intersection(NOT_FOR_ONCE)) == []
