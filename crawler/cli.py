@@ -156,7 +156,6 @@ def _run(config: Config) -> int:
 
 
 def _once(config: Config, names: list[str]) -> int:
-    from crawler.progress import Progress, summary
     from crawler.service import Service
 
     unknown = [n for n in names if n not in {s.name for s in config.sources}]
@@ -171,6 +170,8 @@ def _once(config: Config, names: list[str]) -> int:
         service = Service(config)
         watcher = None
         if on_terminal:
+            from crawler.progress import Progress
+
             chosen = [config.source(n) for n in names] or [s for s in config.sources if s.enabled]
             progress = Progress(sys.stderr, chosen, service.metrics.registry)
             watcher = asyncio.create_task(progress.run())
@@ -183,6 +184,8 @@ def _once(config: Config, names: list[str]) -> int:
 
     results = asyncio.run(go())
     if on_terminal:
+        from crawler.progress import summary
+
         for line in summary(results):
             print(line, file=sys.stderr)
     return 0 if all(r.ok for r in results) else EXIT_FAILED

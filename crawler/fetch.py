@@ -569,15 +569,19 @@ class Fetcher(Part):
                 ErrorKind.TOO_LARGE,
                 f"Content-Length {resp.content_length} over the cap of {cap} bytes",
             )
-        buf = bytearray()
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
-            if len(buf) + len(chunk) > cap:
+            if size + len(chunk) > cap:
                 if truncate:
-                    buf += chunk[: cap - len(buf)]
+                    chunks.append(chunk[: cap - size])
                     break
                 raise FetchError(ErrorKind.TOO_LARGE, f"body over the cap of {cap} bytes")
-            buf += chunk
-        return bytes(buf)
+            chunks.append(chunk)
+            size += len(chunk)
+        # The body is copied once at most: join gives a lone chunk back as it is (a bytearray
+        # grown chunk by chunk, then turned into bytes, held it twice and copied it twice).
+        return b"".join(chunks)
 
 
 def _link_rels(resp: aiohttp.ClientResponse) -> dict[str, str] | None:

@@ -213,6 +213,9 @@ class Walk:
         commit = functools.partial(
             self._commit, task, page.validators, next_url=next_url, stamp_every=stamp_every
         )
+        # Nor does this worker while it waits for a batch to be written: a parsed page is
+        # ~90 KB of lxml tree (for a 6.5 KB page), times every worker waiting (issue 13).
+        del doc, page
         if records:
             await self.add_records(records, commit)
         else:
