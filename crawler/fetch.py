@@ -48,7 +48,7 @@ from crawler.lifecycle import Part
 from crawler.metrics import Metrics, status_class
 from crawler.netguard import GuardedConnector, SourcePolicy, guarding
 from crawler.politeness import HostPacer
-from crawler.request import PLAIN, Prepared, origin, prepare
+from crawler.request import PLAIN, EnvProxies, Prepared, origin, prepare
 from crawler.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from crawler.robots import RobotsCache, RobotsPolicy
 
@@ -220,6 +220,7 @@ class Fetcher(Part):
         self.state: HttpState | None = None
         self._requests: dict[str, Prepared] = {}  # per source: this run's request options
         self._plain = prepare(None, None, self.fc.proxy)  # the rest: a GET, proxy passwords
+        self._env_proxies = EnvProxies()  # HTTP(S)_PROXY / NO_PROXY, when no proxy is configured
 
     def begin_run(self, source: SourceConfig) -> None:
         """Prepare the source's request options for a run (reads its header file and secrets
@@ -254,7 +255,7 @@ class Fetcher(Part):
             max_line_size=16384,
             max_field_size=16384,
             cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY when no proxy is configured
+            trust_env=False,  # the proxy variables are read once: self._env_proxies
         )
         if fc.conditional_get:
             self.state = HttpState(
@@ -494,7 +495,7 @@ class Fetcher(Part):
                 current,
                 headers=headers or None,
                 data=data,
-                proxy=opts.proxy or self.fc.proxy,
+                proxy=opts.proxy or self.fc.proxy or self._env_proxies.for_url(current),
                 allow_redirects=False,
             )
             if resp.status not in _REDIRECTS or "Location" not in resp.headers:
@@ -540,7 +541,7 @@ class Fetcher(Part):
                         url,
                         allow_redirects=True,
                         max_redirects=self.fc.max_redirects,
-                        proxy=self.fc.proxy,
+                        proxy=self.fc.proxy or self._env_proxies.for_url(url),
                     ) as resp:
                         status = resp.status
                         if not 200 <= status < 300:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
 from crawler import convert as cv
 from crawler.configfile import section, setting
@@ -351,3 +352,44 @@ def environment_secrets() -> tuple[str, ...]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         out += _secrets_of_proxy(os.environ.get(name))
     return tuple(out)
+
+
+class EnvProxies:
+    """The standard proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`, lower case winning),
+    read once when the fetcher opens.
+
+    aiohttp's `trust_env` would read them, and `~/.netrc`, in a worker thread on every request:
+    two thread hops and a file read per page, on a Pi core, for variables that do not change
+    while the process runs. Credentials come from the configuration (`request.auth`), never from
+    `~/.netrc`. The answer per scheme and host is remembered (a few hundred hosts at most).
+    """
+
+    _MAX_HOSTS = 512
+
+    def __init__(self) -> None:
+        proxies = getproxies_environment()
+        # aiohttp proxies these two schemes; ALL_PROXY was never honoured and is not now.
+        self._by_scheme = {k: v for k, v in proxies.items() if k in ("http", "https")}
+        self._proxies = proxies
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_scheme)
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy for `url` from the environment, or None (none set, or NO_PROXY matches)."""
+        if not self._by_scheme:
+            return None
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key in self._known:
+            return self._known[key]
+        proxy = self._by_scheme.get(parts.scheme)
+        if proxy is not None and parts.hostname and proxy_bypass_environment(
+            parts.hostname, self._proxies
+        ):
+            proxy = None
+        if len(self._known) >= self._MAX_HOSTS:
+            self._known.clear()
+        self._known[key] = proxy
+        return proxy
