@@ -207,6 +207,9 @@ class Walk:
             self._failed(task, exc)
             return
         next_url = self._next_page(task, page, doc, len(records))
+        # The parsed page is done with: not kept alive while the records wait for the store
+        # (16 workers waiting on one batch would hold 16 documents; a Lexbor one is ~1 MiB).
+        del doc
         self._extracted(task, page, len(records))
         stamp_every = self.plan.detail_stamp_every if task.role == DETAIL else STAMP_EVERY
         # The callback waits for the page's batch: it holds the validators, never the body.
