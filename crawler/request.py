@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-from urllib.request import getproxies_environment, proxy_bypass_environment
+from urllib.request import (  # type: ignore[attr-defined]  # public, not in typeshed
+    getproxies_environment,
+    proxy_bypass_environment,
+)
 
 from crawler import convert as cv
 from crawler.configfile import section, setting
@@ -385,8 +388,10 @@ class EnvProxies:
         if key in self._known:
             return self._known[key]
         proxy = self._by_scheme.get(parts.scheme)
-        if proxy is not None and parts.hostname and proxy_bypass_environment(
-            parts.hostname, self._proxies
+        if (
+            proxy is not None
+            and parts.hostname
+            and proxy_bypass_environment(parts.hostname, self._proxies)
         ):
             proxy = None
         if len(self._known) >= self._MAX_HOSTS:
