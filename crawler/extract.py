@@ -24,6 +24,10 @@ from crawler.selectors import xpath_of
 from crawler.storable import storable_record
 
 MAX_READABLE_KEY = 200
+# Lexbor's tree building is quadratic in nesting depth (100,000 nested <div>s: ~40 s on an x86
+# core; libxml2 stops at depth 256): a page with more tags than this goes through lxml, with
+# the same results (crawler.lexbor), at lxml's speed. Listing pages have a few hundred.
+LEXBOR_MAX_TAGS = 5000
 
 
 def make_key(key_fields: tuple[str, ...], data: dict[str, Any]) -> str:
@@ -58,19 +62,39 @@ class Extractor:
     discovery of links and next pages reads the same parsed document as the fields do.
     """
 
-    def __init__(self, source: SourceConfig, parser: str | None = None) -> None:
+    def __init__(
+        self, source: SourceConfig, parser: str | None = None, lexbor: bool = True
+    ) -> None:
         self.source = source
         self.parser = parser or source.parser
+        self._lxml: Extractor | None = None  # a Lexbor source's extractor for huge pages
         self._parse: _Parse
         self._rows: _Rows
         # Compiled once per source: selectors, regexes, converters, the time zone. (A feed's
         # `fields` only pick and rename entry keys: no pipeline to compile for them.)
         piped = source.fields if self.parser in ("html", "json") else ()
-        self.fields = FieldSet(piped, self.parser, source_timezone(source))
+        fast_ok = lexbor and self.parser == "html" and _lexbor_can(source)
+        self.engine = "lexbor" if fast_ok else "lxml"
+        fast = None
+        if self.engine == "lexbor":
+            from crawler.lexbor import compile_css
+
+            inside = source.items is not None
+
+            def fast(selector: str, relative: bool) -> Any:
+                compiled = compile_css(selector, relative and inside)
+                assert compiled is not None  # _lexbor_can() checked every selector
+                return compiled
+
+        self.fields = FieldSet(piped, self.parser, source_timezone(source), fast)
+        if self.parser == "feed" or (self.parser == "html" and not source.fields):
+            self.fields.storable = False  # feedparser's values; a field-less html record
         if self.parser == "json":
             self._parse, self._rows = self._compile_json(source)
         elif self.parser == "feed":
             self._parse, self._rows = self._compile_feed(source)
+        elif self.engine == "lexbor":
+            self._parse, self._rows = self._compile_lexbor(source)
         else:
             self._parse, self._rows = self._compile_html(source)
 
@@ -86,17 +110,29 @@ class Extractor:
 
     def parse(self, body: bytes, charset: str | None = None) -> Any:
         """The parsed document; raise FetchError(PARSE) when it cannot be parsed at all."""
+        if self.engine == "lexbor" and body.count(b"<") > LEXBOR_MAX_TAGS:
+            return _Huge(self._huge().parse(body, charset))
         return _guarded(self._parse, body, charset)
+
+    def _huge(self) -> Extractor:
+        if self._lxml is None:
+            self._lxml = Extractor(self.source, self.parser, lexbor=False)
+        return self._lxml
 
     def records(self, doc: Any, url: str = "", tally: FieldTally | None = None) -> list[Record]:
         """The records of a parsed document fetched from `url` (relative links are joined with
         it); missing and invalid fields and dropped records are counted in `tally`."""
-        page = PageData(url, doc)
+        if isinstance(doc, _Huge):
+            return self._huge().records(doc.root, url, tally)
+        page = PageData(url, doc, self.engine == "lexbor")
         rows = _guarded(self._rows, doc, page, tally if tally is not None else FieldTally())
         name, key_fields = self.source.name, self.source.key
+        # Before the key (a cleaned key field, a stable key); not for values that are storable
+        # by construction (FieldSet.storable: text and attributes out of an HTML parser).
+        clean = (lambda row: row) if self.fields.storable else storable_record
         records = []
         for row in rows:
-            data = storable_record(row)  # before the key: a cleaned key field, a stable key
+            data = clean(row)
             records.append(Record(source=name, key=make_key(key_fields, data), data=data, url=url))
         return records
 
@@ -130,6 +166,29 @@ class Extractor:
 
         def rows(root: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
             nodes = items(root) if items is not None else [root]
+            out = []
+            for node in nodes:
+                rec = fields.record(node, page, tally)
+                if rec is not None:
+                    out.append(rec)
+            return out
+
+        return parse, rows
+
+    def _compile_lexbor(self, source: SourceConfig) -> tuple[_Parse, _Rows]:
+        from crawler import lexbor
+
+        query = source.items  # elements, no pseudo-element (_lexbor_can)
+        fields = self.fields
+
+        def parse(body: bytes, charset: str | None) -> Any:
+            try:
+                return lexbor.parse(body, charset or "utf-8")
+            except (LookupError, ValueError) as exc:
+                raise FetchError(ErrorKind.PARSE, f"HTML does not parse: {exc}") from exc
+
+        def rows(doc: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
+            nodes = doc.css(query) if query is not None else [doc]
             out = []
             for node in nodes:
                 rec = fields.record(node, page, tally)
@@ -187,6 +246,42 @@ class Extractor:
             return [{name: e.get(key) for name, key in renames} for e in entries]
 
         return parse, rows
+
+
+class _Huge:
+    """A page of a Lexbor source too big for Lexbor, parsed by lxml (LEXBOR_MAX_TAGS)."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+
+
+def _lexbor_can(source: SourceConfig) -> bool:
+    """Whether the source's pages can go through Lexbor with the same results (crawler.lexbor):
+    every selector in its subset, and no discovery reading the parsed page (`follow.links` and
+    `paginate.next` select on an lxml tree)."""
+    if getattr(source, "html_engine", "auto") != "auto" or source.follow is not None:
+        return False
+    if source.paginate is not None and source.paginate.next is not None:
+        return False
+    from crawler import lexbor
+
+    if not lexbor.available():
+        return False
+    inside = source.items is not None
+    if source.items is not None and (
+        "::" in source.items or lexbor.compile_css(source.items, False) is None
+    ):
+        return False
+    for f in source.fields:
+        selector = getattr(f, "selector", None)
+        if selector is not None and lexbor.compile_css(selector, inside) is None:
+            return False
+        embedded = getattr(f, "embedded_json", None)
+        if embedded is not None and lexbor.compile_css(embedded, False) is None:
+            return False
+    return True
 
 
 def _guarded(fn: Callable[..., Any], *args: Any) -> Any:

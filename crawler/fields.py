@@ -415,10 +415,10 @@ class PageData:
     """One page as the fields see it: its URL, its parsed document, and the structured data
     parsed from it on first use (JSON-LD, embedded JSON), shared by every record of the page."""
 
-    __slots__ = ("_base", "_embedded", "_json_ld", "root", "url")
+    __slots__ = ("_base", "_embedded", "_json_ld", "lexbor", "root", "url")
 
-    def __init__(self, url: str, root: Any) -> None:
-        self.url, self.root = url, root
+    def __init__(self, url: str, root: Any, lexbor: bool = False) -> None:
+        self.url, self.root, self.lexbor = url, root, lexbor
         self._json_ld: list[Any] | None = None
         self._embedded: dict[str, Any] = {}
         self._base: str | None = None
@@ -428,11 +428,16 @@ class PageData:
         """The URL relative links resolve against: `<base href>` if the page has one."""
         if self._base is None:
             self._base = self.url
-            finder = getattr(self.root, "find", None)
-            if finder is not None:
-                el = self.root.find(".//base[@href]")
-                if el is not None:
-                    self._base = urljoin(self.url, el.get("href").strip())
+            if self.lexbor:
+                from crawler.lexbor import base_href
+
+                href = base_href(self.root)
+            else:
+                finder = getattr(self.root, "find", None)
+                el = finder(".//base[@href]") if finder is not None else None
+                href = None if el is None else el.get("href")
+            if href is not None:
+                self._base = urljoin(self.url, href.strip())
         return self._base
 
     def json_ld(self) -> list[Any]:
@@ -440,8 +445,14 @@ class PageData:
         `@graph` flattened); a script that is not valid JSON is skipped."""
         if self._json_ld is None:
             found: list[Any] = []
-            for script in _ld_xpath()(self.root):
-                doc = _loads(script.text)
+            if self.lexbor:
+                from crawler.lexbor import ld_json_scripts
+
+                texts = ld_json_scripts(self.root)
+            else:
+                texts = [script.text for script in _ld_xpath()(self.root)]
+            for text in texts:
+                doc = _loads(text)
                 stack = [doc]
                 while stack:
                     item = stack.pop(0)
@@ -494,21 +505,31 @@ def _ld_xpath() -> Any:
 class CompiledField:
     """One field, compiled: `value(node, page, tally)` runs its whole pipeline."""
 
-    __slots__ = ("_post", "_select", "all", "default", "name", "required")
+    __slots__ = ("_post", "_select", "all", "default", "name", "required", "shared")
 
-    def __init__(self, spec: FieldSpec, parser: str, tz: Any) -> None:
+    def __init__(self, spec: FieldSpec, parser: str, tz: Any, fast: Any = None) -> None:
+        # Fields with the same selector and `all` select the same raw value.
+        self.shared = (spec.selector, spec.all) if spec.selector is not None else None
         self.name, self.all, self.default, self.required = (
             spec.name,
             spec.all,
             spec.default,
             spec.required,
         )
-        self._select = _compile_select(spec, parser)
+        self._select = _compile_select(spec, parser, fast)
         self._post = _compile_post(spec, parser, tz)
 
-    def value(self, node: Any, page: PageData, tally: FieldTally) -> tuple[Any, bool]:
-        """(the field's final value, whether it was missing before `default`)."""
-        raw = self._select(node, page)
+    def value(
+        self, node: Any, page: PageData, tally: FieldTally, selected: dict[Any, Any] | None = None
+    ) -> tuple[Any, bool]:
+        """(the field's final value, whether it was missing before `default`); `selected`
+        holds the raw values of the record's fields so far, by selector and `all`."""
+        if selected is None or self.shared is None:
+            raw = self._select(node, page)
+        elif self.shared in selected:
+            raw = selected[self.shared]
+        else:
+            raw = selected[self.shared] = self._select(node, page)
         post = self._post
         if self.all:
             values = raw if isinstance(raw, list) else ([] if raw is None else [raw])
@@ -574,14 +595,21 @@ def _text_of(node: Any) -> str:
     return "".join(node.itertext())
 
 
-def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], Any]:
-    """The select (and `all`) step: node → a value, or a list of them with `all`."""
-    import jmespath
+def _compile_select(
+    spec: FieldSpec, parser: str, fast: Any = None
+) -> Callable[[Any, PageData], Any]:
+    """The select (and `all`) step: node → a value, or a list of them with `all`.
 
+    `fast`: for a page parsed by Lexbor, a function compiling a CSS selector for it
+    (crawler.lexbor); its selects give strings, as the XPath of `::text`/`::attr()` does."""
     if parser == "json":
+        import jmespath
+
         expr = jmespath.compile(spec.path if spec.path is not None else spec.selector or "@")
         return lambda node, page: expr.search(node)
     if spec.json_ld is not None:
+        import jmespath
+
         ld = jmespath.compile(spec.json_ld)
 
         def from_json_ld(node: Any, page: PageData) -> Any:
@@ -592,13 +620,12 @@ def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], A
             return None
 
         return from_json_ld
-    from lxml import etree
-
-    from crawler.selectors import xpath_of as xpath_text
-
+    compile_xpath = fast or _xpath
     if spec.embedded_json is not None:
+        import jmespath
+
         sel = spec.embedded_json
-        script = etree.XPath(xpath_text(sel), smart_strings=False)
+        script = compile_xpath(sel, False)  # on the whole page
         inner = jmespath.compile(spec.path) if spec.path is not None else None
 
         def from_embedded(node: Any, page: PageData) -> Any:
@@ -606,7 +633,7 @@ def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], A
             return inner.search(doc) if inner is not None and doc is not None else doc
 
         return from_embedded
-    xp = etree.XPath(xpath_text(spec.selector or ""), smart_strings=False)
+    xp = compile_xpath(spec.selector or "", True)  # on the item
     every = spec.all
 
     def from_html(node: Any, page: PageData) -> Any:
@@ -618,6 +645,20 @@ def _compile_select(spec: FieldSpec, parser: str) -> Callable[[Any, PageData], A
         return _text_of(result[0]) if result else None
 
     return from_html
+
+
+def _storable(value: Any) -> bool:
+    from crawler.storable import storable
+
+    return bool(storable(value) == value)
+
+
+def _xpath(selector: str, relative: bool) -> Any:
+    from lxml import etree
+
+    from crawler.selectors import xpath_of
+
+    return etree.XPath(xpath_of(selector), smart_strings=False)
 
 
 def _spec(spec: Any) -> FieldSpec:
@@ -635,19 +676,32 @@ def source_timezone(source: Any) -> str:
 class FieldSet:
     """A source's fields, compiled once: `record(node, page, tally)` gives one record or None."""
 
-    def __init__(self, specs: Iterable[Any], parser: str, tz_name: str = "UTC") -> None:
+    def __init__(
+        self, specs: Iterable[Any], parser: str, tz_name: str = "UTC", fast: Any = None
+    ) -> None:
         tz = ZoneInfo(tz_name) if tz_name != "UTC" else timezone.utc
-        self.fields = [CompiledField(_spec(s), parser, tz) for s in specs]
+        specs = [_spec(s) for s in specs]
+        self.fields = [CompiledField(s, parser, tz, fast) for s in specs]
         self.required = [f.name for f in self.fields if f.required]
         self.names = [f.name for f in self.fields]
+        # Whether every value is storable as it comes (crawler.storable): text and attributes
+        # out of an HTML parser are (lxml and Lexbor both replace NUL and lone surrogates), and
+        # so is what strip, regex and the types make of them; JSON, JSON-LD, embedded JSON and
+        # a default written in the configuration may not be.
+        self.storable = parser == "html" and all(
+            s.selector is not None and _storable(s.name) and _storable(s.default) for s in specs
+        )
+        # Fields with the same selector select once per record (`title` and `title_words`).
+        self._shared = len({s.selector for s in specs}) < len(specs)
 
     def record(self, node: Any, page: PageData, tally: FieldTally) -> dict[str, Any] | None:
         """The record of `node`; None when nothing matched at all (not a record) or when a
         required field is missing (dropped, counted in `tally`)."""
         rec: dict[str, Any] = {}
         missing: list[str] = []
+        selected: dict[Any, Any] | None = {} if self._shared else None
         for f in self.fields:
-            value, was_missing = f.value(node, page, tally)
+            value, was_missing = f.value(node, page, tally, selected)
             rec[f.name] = value
             if was_missing:
                 missing.append(f.name)
