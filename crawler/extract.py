@@ -142,7 +142,6 @@ class Extractor:
         from lxml import etree, html
 
         items = etree.XPath(xpath_of(source.items), smart_strings=False) if source.items else None
-        fields = self.fields
         parsers: dict[str | None, Any] = {}
 
         def parser_for(charset: str | None) -> Any:
@@ -164,39 +163,24 @@ class Extractor:
                 raise FetchError(ErrorKind.PARSE, "empty HTML document")
             return root
 
-        def rows(root: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
-            nodes = items(root) if items is not None else [root]
-            out = []
-            for node in nodes:
-                rec = fields.record(node, page, tally)
-                if rec is not None:
-                    out.append(rec)
-            return out
-
-        return parse, rows
+        return parse, _rows_of(items, self.fields)
 
     def _compile_lexbor(self, source: SourceConfig) -> tuple[_Parse, _Rows]:
         from crawler import lexbor
 
         query = source.items  # elements, no pseudo-element (_lexbor_can)
-        fields = self.fields
 
         def parse(body: bytes, charset: str | None) -> Any:
             try:
-                return lexbor.parse(body, charset or "utf-8")
+                doc = lexbor.parse(body, charset or "utf-8")
             except (LookupError, ValueError) as exc:
                 raise FetchError(ErrorKind.PARSE, f"HTML does not parse: {exc}") from exc
+            if lexbor.is_empty(doc):  # as lxml, which gives no root
+                raise FetchError(ErrorKind.PARSE, "empty HTML document")
+            return doc
 
-        def rows(doc: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
-            nodes = doc.css(query) if query is not None else [doc]
-            out = []
-            for node in nodes:
-                rec = fields.record(node, page, tally)
-                if rec is not None:
-                    out.append(rec)
-            return out
-
-        return parse, rows
+        items = (lambda doc: doc.css(query)) if query is not None else None
+        return parse, _rows_of(items, self.fields)
 
     # -- JSON -------------------------------------------------------------------------------
 
@@ -246,6 +230,20 @@ class Extractor:
             return [{name: e.get(key) for name, key in renames} for e in entries]
 
         return parse, rows
+
+
+def _rows_of(items: Callable[[Any], Any] | None, fields: FieldSet) -> _Rows:
+    """The records of a parsed html page: one per `items` match, or the page as one."""
+
+    def rows(doc: Any, page: PageData, tally: FieldTally) -> list[dict[str, Any]]:
+        out = []
+        for node in items(doc) if items is not None else [doc]:
+            rec = fields.record(node, page, tally)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    return rows
 
 
 class _Huge:

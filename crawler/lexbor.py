@@ -187,6 +187,13 @@ def parse(body: bytes, charset: str) -> Any:
     return LexborHTMLParser("<!DOCTYPE html>" + text)
 
 
+def is_empty(doc: Any) -> bool:
+    """Whether the page has no element and no text of its own (whitespace, comments, a
+    doctype): libxml2 gives no document at all for it."""
+    body, head = doc.body, doc.head
+    return (body is None or body.child is None) and (head is None or head.child is None)
+
+
 def base_href(doc: Any) -> str | None:
     """The first `<base href>` of the page, as written."""
     el = doc.css_first("base[href]")
