@@ -207,9 +207,6 @@ class Walk:
             self._failed(task, exc)
             return
         next_url = self._next_page(task, page, doc, len(records))
-        # The parsed page is done with: not kept alive while the records wait for the store
-        # (16 workers waiting on one batch would hold 16 documents; a Lexbor one is ~1 MiB).
-        del doc
         self._extracted(task, page, len(records))
         stamp_every = self.plan.detail_stamp_every if task.role == DETAIL else STAMP_EVERY
         # The callback waits for the page's batch: it holds the validators, never the body.
@@ -217,7 +214,8 @@ class Walk:
             self._commit, task, page.validators, next_url=next_url, stamp_every=stamp_every
         )
         # Nor does this worker while it waits for a batch to be written: a parsed page is
-        # ~90 KB of lxml tree (for a 6.5 KB page), times every worker waiting (issue 13).
+        # ~90 KB of lxml tree (for a 6.5 KB page) or ~1 MiB of Lexbor's pools, times every
+        # worker waiting (issue 13).
         del doc, page
         if records:
             await self.add_records(records, commit)
