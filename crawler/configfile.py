@@ -13,7 +13,6 @@ the same declarations (`python -m crawler.configdoc`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -265,6 +264,8 @@ def load(cls: type[T], problems: Problems, data: Any, path: str, line: int | Non
             values[f.name] = _load_items(node, name, raw, meta)
     for name in node.data:
         if name not in known:
+            import difflib  # only for a mistake: a valid configuration does without (RSS)
+
             hint = difflib.get_close_matches(name, known, n=1)
             more = f" (did you mean {hint[0]!r}?)" if hint else ""
             node.problem(name, f"unknown key{more}")

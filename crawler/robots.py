@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protego import Protego
-
 from crawler.errors import ErrorKind, FetchError
 from crawler.metrics import Metrics
 
@@ -116,6 +114,8 @@ class RobotsCache:
         if 200 <= status < 300:
             self.metrics.robots_fetches.labels("ok").inc()
             text = body[:MAX_BYTES].decode("utf-8", errors="replace")
+            from protego import Protego  # here: a crawler with `robots: false` does without
+
             policy = RobotsPolicy(origin, Protego.parse(text), now + self.ttl, reason="ok")
             self._good[origin] = policy
             log.debug("robots.txt loaded", extra={"url": url, "status": status})

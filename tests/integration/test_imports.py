@@ -14,13 +14,16 @@ from pathlib import Path
 
 from tests.site import Site, quote_source
 
-# What `run` needs and `once` does not: the HTTP server, the scheduler, leases and retention,
-# bcrypt (only behind metrics.basic_auth), and parsel's package beyond its CSS translator (its
-# Selector, w3lib).
+# What `run` needs and `once` does not: the HTTP server, the scheduler, leases and retention;
+# what this configuration does not need: bcrypt (only behind metrics.basic_auth), protego (the
+# tests' configurations say `robots: false`), difflib (a configuration with a mistake); and
+# parsel's package beyond its CSS translator (its Selector, w3lib).
 NOT_FOR_ONCE = (
     "aiohttp.web",
     "apscheduler",
     "bcrypt",
+    "protego",
+    "difflib",
     "crawler.server",
     "crawler.schedule",
     "crawler.lease",
