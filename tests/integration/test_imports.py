@@ -16,9 +16,12 @@ from tests.site import Site, quote_source
 
 # What `run` needs and `once` does not: the HTTP server, the scheduler, leases and retention;
 # what this configuration does not need: bcrypt (only behind metrics.basic_auth), protego (the
-# tests' configurations say `robots: false`), difflib (a configuration with a mistake); and
-# parsel's package beyond its CSS translator (its Selector, w3lib).
+# tests' configurations say `robots: false`), difflib (a configuration with a mistake), lxml and
+# jmespath (a CSS-only source whose pages Lexbor parses); and parsel's package beyond its CSS
+# translator (its Selector, w3lib).
 NOT_FOR_ONCE = (
+    "lxml",
+    "jmespath",
     "aiohttp.web",
     "apscheduler",
     "bcrypt",
@@ -65,6 +68,6 @@ def test_once_leaves_the_server_scheduler_and_unused_libraries_unimported(
     assert finished[0]["records"] == 60  # the run did its work: 3 pages x 20 quotes
     modules = set(json.loads(modules_file.read_text()))
     # The parts the run used are there (so the check below is not vacuous) …
-    assert {"aiohttp", "psycopg", "lxml.etree", "crawler.pipeline"} <= modules
+    assert {"aiohttp", "psycopg", "selectolax.lexbor", "crawler.pipeline"} <= modules
     # … and the others are not.
     assert sorted(modules.intersection(NOT_FOR_ONCE)) == []
