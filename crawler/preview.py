@@ -48,6 +48,11 @@ class Preview:
     details: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     next_page: str | None = None
+    engine: str = ""  # html: which parser read the page (lexbor or lxml)
+
+
+def _huge(doc: Any) -> bool:
+    return type(doc).__name__ == "_Huge"  # a Lexbor source's page too big for Lexbor
 
 
 def preview_config(config: Config) -> Config:
@@ -76,6 +81,8 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
         if source.follow is None:
             extractor = Extractor(source)
             doc = extractor.parse(page.body, page.charset)
+            if extractor.parser == "html":
+                result.engine = "lxml" if extractor.engine == "lxml" or _huge(doc) else "lexbor"
             records = extractor.records(doc, page.url, result.tally)
         else:
             doc = Extractor(dataclasses.replace(source, items=None, fields=())).parse(
@@ -199,7 +206,8 @@ def summary(result: Preview, source: SourceConfig) -> list[str]:
     else:
         lines.append(
             f"{result.total} records{more} from {result.url} "
-            f"(HTTP {result.status}, {result.size:,} bytes, {result.duration * 1000:.0f} ms)"
+            f"(HTTP {result.status}, {result.size:,} bytes, {result.duration * 1000:.0f} ms"
+            + (f", parsed by {result.engine})" if result.engine else ")")
         )
     if source.paginate is not None:
         lines.append(f"next page: {result.next_page or 'none'}")

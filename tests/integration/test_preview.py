@@ -107,6 +107,7 @@ def test_preview_json_lines_are_the_records_as_stored(
         "is_author": None,
     }
     assert "missing fields: rating in 20 of 20 records" in proc.stderr  # not in the data
+    assert "parsed by lxml)" in proc.stderr  # its `id` is an XPath: not for Lexbor
     assert not (tmp_path / "var").exists()  # a preview alone creates no state at all
     with psycopg.connect(pg_dsn) as conn:  # not even the schema: nothing connected
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
