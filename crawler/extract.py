@@ -24,9 +24,10 @@ from crawler.selectors import xpath_of
 from crawler.storable import storable_record
 
 MAX_READABLE_KEY = 200
-# Lexbor's tree building is quadratic in nesting depth (100,000 nested <div>s: ~40 s on an x86
-# core; libxml2 stops at depth 256): a page with more tags than this goes through lxml, with
-# the same results (crawler.lexbor), at lxml's speed. Listing pages have a few hundred.
+# Lexbor's tree building is quadratic in nesting depth (20,000 nested <div>s: 1.3 s on an x86
+# core, 100,000: over 30 s; libxml2 stops at depth 256): a page with more tags than this goes
+# through lxml, with the same results (crawler.lexbor), at lxml's speed. Listing pages have a
+# few hundred.
 LEXBOR_MAX_TAGS = 5000
 
 
