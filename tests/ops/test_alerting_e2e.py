@@ -104,9 +104,11 @@ class Processes:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        # A short grace: the tests are done with them, and Loki's graceful stop (flushing its
+        # ingester) took 10 s of every log test's teardown.
         for proc in self.procs.values():
             try:
-                proc.wait(10)
+                proc.wait(2)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
