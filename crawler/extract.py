@@ -88,8 +88,6 @@ class Extractor:
                 return compiled
 
         self.fields = FieldSet(piped, self.parser, source_timezone(source), fast)
-        if self.parser == "feed" or (self.parser == "html" and not source.fields):
-            self.fields.storable = False  # feedparser's values; a field-less html record
         if self.parser == "json":
             self._parse, self._rows = self._compile_json(source)
         elif self.parser == "feed":
@@ -114,6 +112,10 @@ class Extractor:
         if self.engine == "lexbor" and body.count(b"<") > LEXBOR_MAX_TAGS:
             return _Huge(self._huge().parse(body, charset))
         return _guarded(self._parse, body, charset)
+
+    def engine_of(self, doc: Any) -> str:
+        """The engine that parsed `doc` (one of this extractor's documents)."""
+        return "lxml" if isinstance(doc, _Huge) else self.engine
 
     def _huge(self) -> Extractor:
         if self._lxml is None:
@@ -260,7 +262,7 @@ def _lexbor_can(source: SourceConfig) -> bool:
     """Whether the source's pages can go through Lexbor with the same results (crawler.lexbor):
     every selector in its subset, and no discovery reading the parsed page (`follow.links` and
     `paginate.next` select on an lxml tree)."""
-    if getattr(source, "html_engine", "auto") != "auto" or source.follow is not None:
+    if source.html_engine != "auto" or source.follow is not None:
         return False
     if source.paginate is not None and source.paginate.next is not None:
         return False

@@ -688,8 +688,13 @@ class FieldSet:
         # out of an HTML parser are (lxml and Lexbor both replace NUL and lone surrogates), and
         # so is what strip, regex and the types make of them; JSON, JSON-LD, embedded JSON and
         # a default written in the configuration may not be.
-        self.storable = parser == "html" and all(
-            s.selector is not None and _storable(s.name) and _storable(s.default) for s in specs
+        # (No fields: no pipeline made the values, so they are not known to be storable.)
+        self.storable = (
+            parser == "html"
+            and bool(specs)
+            and all(
+                s.selector is not None and _storable(s.name) and _storable(s.default) for s in specs
+            )
         )
         # Fields with the same selector select once per record (`title` and `title_words`).
         self._shared = len({s.selector for s in specs}) < len(specs)

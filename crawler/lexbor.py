@@ -29,6 +29,7 @@ pages through both engines.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -108,6 +109,7 @@ def _elements(tree: Any) -> list[str]:
     return _elements(tree.selector) if hasattr(tree, "selector") else []
 
 
+@functools.lru_cache(maxsize=512)  # asked once to choose the engine, once to compile
 def compile_css(selector: str, relative: bool) -> Select | None:
     """`selector` (parsel's CSS dialect) as a function from a Lexbor node (or the parsed
     document) to its values as strings; None when the selector must stay with lxml.

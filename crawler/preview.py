@@ -51,10 +51,6 @@ class Preview:
     engine: str = ""  # html: which parser read the page (lexbor or lxml)
 
 
-def _huge(doc: Any) -> bool:
-    return type(doc).__name__ == "_Huge"  # a Lexbor source's page too big for Lexbor
-
-
 def preview_config(config: Config) -> Config:
     """The configuration a preview fetches with: the same, minus anything that keeps state."""
     return dataclasses.replace(
@@ -82,7 +78,7 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
             extractor = Extractor(source)
             doc = extractor.parse(page.body, page.charset)
             if extractor.parser == "html":
-                result.engine = "lxml" if extractor.engine == "lxml" or _huge(doc) else "lexbor"
+                result.engine = extractor.engine_of(doc)
             records = extractor.records(doc, page.url, result.tally)
         else:
             doc = Extractor(dataclasses.replace(source, items=None, fields=())).parse(
