@@ -32,8 +32,10 @@ def caddy_env(
     push_users: Path,
     name: str = "nas.example",
     address: str = "192.0.2.10",
+    browser_users: Path | None = None,
 ) -> dict[str, str]:
-    """The environment compose gives the proxy, with Caddy's state under `tmp`."""
+    """The environment compose gives the proxy, with Caddy's state under `tmp` (the browser's
+    user list defaults to `users`)."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
@@ -43,6 +45,7 @@ def caddy_env(
         "NAS_ADDRESS": address,
         "PROXY_USERS_FILE": str(users),
         "LOKI_PUSH_USERS_FILE": str(push_users),
+        "BROWSER_USERS_FILE": str(browser_users or users),
     }
 
 

@@ -1,5 +1,7 @@
 """The front door for real: Debian's Caddy, on 127.0.0.1, runs the repository's Caddyfile in
-front of a real Prometheus and a real Alertmanager (the Debian packages' binaries).
+front of a real Prometheus, a real Alertmanager (the Debian packages' binaries) and a real
+headless Chromium (Debian's `chromium`, its DevTools port on 127.0.0.1, as the compose service
+`browser` serves it to a crawler on the Pi).
 
 The user lists and passwords come from scripts/setup-secrets, run in a temporary folder, so the
 test also proves that what the setup command writes is what Caddy accepts. Only what must change
@@ -12,6 +14,7 @@ Clients verify the proxy's certificate against the root of Caddy's own local CA.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -19,12 +22,16 @@ import socket
 import ssl
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from tests.helpers import free_port, require, wait_for
@@ -43,6 +50,8 @@ class Front:
     loki: Site
     alertmanager_port: int
     health_port: int
+    browser: str  # the `crawler` account: user:password
+    cdp_port: int  # Chromium's own DevTools port, behind the proxy
 
 
 def up(port: int) -> bool:
@@ -85,7 +94,8 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     secrets = tmp / "secrets"
     push_pw = (secrets / "loki_push_password.txt").read_text()
 
-    prom_port, am_port, dead_port = free_port(), free_port(), free_port()
+    browser_pw = (secrets / "browser_password.txt").read_text()
+    prom_port, am_port, dead_port, cdp_port = free_port(), free_port(), free_port(), free_port()
     (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
     (tmp / "alertmanager.yml").write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
     procs: list[subprocess.Popen[bytes]] = []
@@ -136,19 +146,39 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
         ],
     )
 
-    ports = {name: free_port() for name in ("grafana", "prometheus", "alertmanager", "loki")}
+    # Chromium as compose runs it (profile `browser`), on loopback. --no-sandbox: its sandbox
+    # needs privileges a test (and the container) does not have; the container is the wall.
+    start(
+        "chromium",
+        [
+            require("chromium"),
+            "--headless",
+            "--no-sandbox",
+            *services("compose.yaml")["browser"]["command"],
+            "--remote-debugging-address=127.0.0.1",
+            f"--remote-debugging-port={cdp_port}",
+            f"--user-data-dir={tmp / 'chromium'}",
+            "about:blank",
+        ],
+    )
+
+    ports = {
+        name: free_port() for name in ("grafana", "prometheus", "alertmanager", "loki", "browser")
+    }
     health = free_port()
     text = caddyfile_for_debian()
     for name, usual in (("grafana", 3000), ("prometheus", 9090), ("alertmanager", 9093)):
         text = text.replace(f"}}:{usual}", f"}}:{ports[name]}")
     text = text.replace("}:3100", f"}}:{ports['loki']}")
+    text = text.replace("}:9222", f"}}:{ports['browser']}")
     text = text.replace("127.0.0.1:8081", f"127.0.0.1:{health}")
     text = text.replace("reverse_proxy prometheus:9090", f"reverse_proxy 127.0.0.1:{prom_port}")
     text = text.replace("reverse_proxy alertmanager:9093", f"reverse_proxy 127.0.0.1:{am_port}")
     text = text.replace("reverse_proxy loki:3100", f"reverse_proxy 127.0.0.1:{loki.port}")
     text = text.replace("reverse_proxy grafana:3000", f"reverse_proxy 127.0.0.1:{dead_port}")
+    text = text.replace("reverse_proxy browser:9222", f"reverse_proxy 127.0.0.1:{cdp_port}")
     text = text.replace("root * /srv/docs", f"root * {ROOT / 'docs'}")
-    assert "prometheus:9090" not in text and "loki:3100" not in text
+    assert "prometheus:9090" not in text and "loki:3100" not in text and "browser:9222" not in text
     (tmp / "Caddyfile").write_text(text)
     start(
         "caddy",
@@ -159,10 +189,11 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             secrets / "loki_push_users.txt",
             name="localhost",
             address="127.0.0.1",
+            browser_users=secrets / "browser_users.txt",
         ),
     )
     try:
-        for port in (prom_port, am_port, *ports.values(), health):
+        for port in (prom_port, am_port, cdp_port, *ports.values(), health):
             wait_for(lambda port=port: up(port), timeout=30)
         root = tmp / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
         wait_for(root.exists, timeout=30)
@@ -175,6 +206,8 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             loki=loki,
             alertmanager_port=am_port,
             health_port=health,
+            browser=f"crawler:{browser_pw}",
+            cdp_port=cdp_port,
         )
 
         def served() -> bool:
@@ -188,7 +221,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     except BaseException:
         for log in logs:
             log.flush()
-        for name in ("caddy", "prometheus", "alertmanager"):
+        for name in ("caddy", "prometheus", "alertmanager", "chromium"):
             print(f"--- {name}.log\n" + (tmp / f"{name}.log").read_text(errors="replace")[-3000:])
         raise
     finally:
@@ -287,3 +320,66 @@ def test_the_repository_docs_are_served_next_to_grafana(front: Front) -> None:
 def test_health_route_is_plain_http_on_loopback(front: Front) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{front.health_port}/health", timeout=5) as r:
         assert r.status == 200
+
+
+def services(rel: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / rel).read_text(encoding="utf-8"))["services"])
+
+
+def test_the_browser_answers_the_crawler_account_only(front: Front) -> None:
+    """Chromium's DevTools discovery through the proxy: the crawler's own account, nobody else's;
+    the proxy's `Host: localhost` is what makes Chromium answer at all (it refuses other names)."""
+    assert request(front, "browser", "/json/version")[0] == 401
+    for other in (front.admin, front.push, "crawler:wrong"):
+        assert request(front, "browser", "/json/version", other)[0] == 401
+    status, body, _ = request(front, "browser", "/json/version", front.browser)
+    assert status == 200, body
+    version = json.loads(body)
+    assert version["webSocketDebuggerUrl"].startswith("ws://localhost/devtools/browser/")
+    # The rest of Chromium's HTTP API is not proxied, whoever asks: no tabs opened or closed.
+    for path, method in (("/json/new?about:blank", "PUT"), ("/json/list", "GET"), ("/", "GET")):
+        assert request(front, "browser", path, front.browser, method)[0] == 404, path
+
+
+def test_a_devtools_session_runs_through_the_proxy(front: Front) -> None:
+    """What a crawler on the Pi does: read the WebSocket URL, put the proxy's address in it,
+    open it with the account over TLS, and drive the browser; without the password, no upgrade."""
+    _, body, _ = request(front, "browser", "/json/version", front.browser)
+    path = urllib.parse.urlsplit(json.loads(body)["webSocketDebuggerUrl"]).path
+    url = f"wss://localhost:{front.ports['browser']}{path}"
+    authorization = {"Authorization": "Basic " + base64.b64encode(front.browser.encode()).decode()}
+
+    async def drive() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url, ssl=front.ca)
+            assert refused.value.status == 401
+            async with session.ws_connect(
+                url,
+                ssl=front.ca,
+                headers=authorization,
+                timeout=aiohttp.ClientWSTimeout(ws_close=10),
+            ) as ws:
+                await ws.send_json({"id": 1, "method": "Browser.getVersion"})
+                answer = await ws.receive_json(timeout=10)
+                return dict(answer)
+
+    answer = asyncio.run(drive())
+    assert answer["id"] == 1
+    assert "Chrome/" in answer["result"]["product"]
+
+
+def test_the_compose_healthcheck_asks_chromium_as_it_answers(front: Front) -> None:
+    """compose.yaml's healthcheck of the browser, run against a real Chromium (9222 made the
+    test's port): HTTP/1.1 and Host localhost, or Chromium refuses it."""
+    command = services("compose.yaml")["browser"]["healthcheck"]["test"]
+    assert command[:3] == ["CMD", "bash", "-c"]
+    script = command[3].replace("/127.0.0.1/9222", f"/127.0.0.1/{front.cdp_port}")
+    assert script != command[3]
+    ok = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    # The same request as HTTP/1.0 (what a shorter healthcheck would send) fails: the check can.
+    old = subprocess.run(
+        ["bash", "-c", script.replace("HTTP/1.1", "HTTP/1.0")], capture_output=True, timeout=10
+    )
+    assert old.returncode != 0

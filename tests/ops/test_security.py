@@ -31,7 +31,12 @@ ROLES_SCRIPT = ROOT / "postgres" / "init" / "10-roles.sh"
 TLS_SCRIPT = ROOT / "postgres" / "init" / "20-tls.sh"
 ROLES = {"crawler", "grafana_reader", "exporter", "pipeline_reader"}
 # The proxy's ports: the service behind each, and whether the proxy itself asks for a password.
-PROXIED = {3000: ("grafana", False), 9090: ("prometheus", True), 9093: ("alertmanager", True)}
+PROXIED = {
+    3000: ("grafana", False),
+    9090: ("prometheus", True),
+    9093: ("alertmanager", True),
+    9222: ("browser", True),
+}
 
 
 def load_yaml(rel: str) -> Any:
@@ -52,7 +57,7 @@ def test_only_the_proxy_and_postgres_publish_ports() -> None:
     published = {name for name, svc in services.items() if svc.get("ports")}
     assert published == {"proxy", "postgres"}
     proxy_ports = {int(str(p).split(":")[-1]) for p in services["proxy"]["ports"]}
-    assert proxy_ports == {3000, 9090, 9093, 3100}
+    assert proxy_ports == {3000, 9090, 9093, 3100, 9222}
     for name, svc in services.items():
         assert "expose" not in svc or name == "proxy"
         if svc.get("network_mode") == "host":
@@ -149,9 +154,10 @@ def servers_by_port(adapted: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 def test_every_admin_route_through_the_proxy_needs_credentials(adapted: dict[str, Any]) -> None:
-    """Every path to Prometheus, Alertmanager or Loki passes an authentication handler first."""
+    """Every path to Prometheus, Alertmanager, Loki or the browser passes an authentication
+    handler first."""
     servers = servers_by_port(adapted)
-    assert set(servers) == {3000, 9090, 9093, 3100, 8081}
+    assert set(servers) == {3000, 9090, 9093, 3100, 9222, 8081}
     for port, server in servers.items():
         upstreams_seen = set()
         for chain in proxy_chains(server["routes"]):
@@ -172,7 +178,7 @@ def test_every_admin_route_through_the_proxy_needs_credentials(adapted: dict[str
 
 def test_the_proxy_serves_only_https_with_its_own_ca(adapted: dict[str, Any]) -> None:
     servers = servers_by_port(adapted)
-    for port in (3000, 9090, 9093, 3100):
+    for port in (3000, 9090, 9093, 3100, 9222):
         assert "automatic_https" not in servers[port] or not servers[port]["automatic_https"].get(
             "disable"
         )
@@ -206,6 +212,50 @@ def test_loki_exposes_only_push_and_query_paths(adapted: dict[str, Any]) -> None
     assert {"/loki/api/v1/query", "/loki/api/v1/query_range"} <= proxied_paths
     for path in proxied_paths:
         assert not re.search(r"delete|flush|shutdown|config|rules|compactor", path), path
+
+
+def test_browser_exposes_only_the_devtools_connection(tmp_path: Path) -> None:
+    """Port 9222 passes /json/version and the WebSocket paths, as Host localhost, to the browser's
+    own account; the rest of Chromium's HTTP API (/json/new, /json/close, ...) is not proxied."""
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(caddyfile_for_debian())
+    (tmp_path / "browser_users.txt").write_text("crawler $2a$14$" + "b" * 53)
+    env = env_for(tmp_path) | {"BROWSER_USERS_FILE": str(tmp_path / "browser_users.txt")}
+    result = caddy("adapt", caddyfile, env)
+    assert result.returncode == 0, result.stderr
+    servers = servers_by_port(json.loads(result.stdout))
+    server = servers[9222]
+    proxied: list[tuple[list[str], dict[str, Any], list[dict[str, Any]]]] = []
+
+    def walk(route: dict[str, Any], matched: list[str], before: list[dict[str, Any]]) -> None:
+        paths = matched + [p for m in route.get("match", []) for p in m.get("path", [])]
+        ran = list(before)
+        for h in route.get("handle", []):
+            if h["handler"] == "subroute":
+                for sub in h["routes"]:
+                    walk(sub, paths, ran)
+            elif h["handler"] == "reverse_proxy":
+                proxied.append((paths, h, ran))
+            else:
+                ran.append(h)
+
+    for route in server["routes"]:
+        walk(route, [], [])
+    assert proxied, "nothing reaches the browser"
+    for paths, handler, ran in proxied:
+        assert sorted(paths) == ["/devtools/browser/*", "/devtools/page/*", "/json/version"]
+        assert handler["headers"]["request"]["set"]["Host"] == ["localhost"]
+        (auth,) = [h for h in ran if h["handler"] == "authentication"]
+        # Its own user list: the admin account cannot drive the browser.
+        accounts = auth["providers"]["http_basic"]["accounts"]
+        assert [a["username"] for a in accounts] == ["crawler"]
+    # ... nor the crawler's account reach anything else.
+    for port in (9090, 9093):
+        for chain in proxy_chains(servers[port]["routes"]):
+            for h in chain:
+                if h["handler"] == "authentication":
+                    names = [a["username"] for a in h["providers"]["http_basic"]["accounts"]]
+                    assert names == ["admin"], (port, names)
 
 
 # ----------------------------------------------------------------- PostgreSQL roles

@@ -60,7 +60,12 @@ SERVICE_PORTS = {
     "postgres-exporter": 9187,
     "pipeline-exporter": 9411,
     "backup": 0,  # listens on no port
+    # The headless Chromium's DevTools protocol (profile `browser`): the crawler, and the proxy
+    # for a crawler on the Pi.
+    "browser": 9222,
 }
+# Services in a profile .env.example does not switch on.
+OPT_IN = {"browser"}
 # Every secret is a file secrets/NAME.txt that scripts/setup-secrets writes, and the
 # variable it takes the value from when .env sets it.
 SECRET_ENV = {
@@ -76,7 +81,7 @@ SECRET_ENV = {
     "pi_metrics_password": "PI_METRICS_PASSWORD",
 }
 # Caddy's user lists, made from the proxy's passwords (not from a variable).
-USER_LISTS = {"proxy_users", "loki_push_users"}
+USER_LISTS = {"proxy_users", "loki_push_users", "browser_users"}
 # node_exporter's exporter-toolkit web config (YAML), made from pi_metrics_password.
 WEB_CONFIGS = {"metrics_web_config"}
 SECRETS = set(SECRET_ENV) | USER_LISTS | WEB_CONFIGS
@@ -121,6 +126,9 @@ def is_pinned(image: str) -> bool:
     if name.startswith("postgres") or name.startswith("python"):
         # Official images: MAJOR.MINOR is the exact release (postgres 17.6).
         return bool(re.fullmatch(r"\d+\.\d+(\.\d+)?(-[a-z0-9.]+)*", tag))
+    if name.endswith("/headless-shell"):
+        # Chrome's four-part release: MAJOR.MINOR.BUILD.PATCH (151.0.7922.109).
+        return bool(re.fullmatch(r"\d+\.\d+\.\d+\.\d+", tag))
     return bool(re.fullmatch(r"v?\d+\.\d+\.\d+(-[a-z0-9.]+)*", tag))
 
 
@@ -242,12 +250,21 @@ def test_all_in_one_default_runs_the_crawler_and_nas_only_does_not(compose_bin: 
     assert env["COMPOSE_PROFILES"] == "crawler"
     default = run_compose(compose_bin, "compose.yaml", env, "config", "--services")
     assert default.returncode == 0, default.stderr
-    assert set(default.stdout.split()) == set(SERVICE_PORTS)
+    assert set(default.stdout.split()) == set(SERVICE_PORTS) - OPT_IN
     nas_only = run_compose(
         compose_bin, "compose.yaml", {**env, "COMPOSE_PROFILES": ""}, "config", "--services"
     )
     assert nas_only.returncode == 0, nas_only.stderr
-    assert set(nas_only.stdout.split()) == set(SERVICE_PORTS) - {"crawler"}
+    assert set(nas_only.stdout.split()) == set(SERVICE_PORTS) - {"crawler"} - OPT_IN
+    rendering = run_compose(
+        compose_bin,
+        "compose.yaml",
+        {**env, "COMPOSE_PROFILES": "crawler,browser"},
+        "config",
+        "--services",
+    )
+    assert rendering.returncode == 0, rendering.stderr
+    assert set(rendering.stdout.split()) == set(SERVICE_PORTS)
 
 
 @pytest.mark.parametrize("rel", COMPOSE_FILES)
@@ -320,6 +337,9 @@ def test_pin_check_rejects_floating_tags() -> None:
     assert is_pinned("caddy:2.11.7-alpine@sha256:" + "0" * 64)
     assert not is_pinned("caddy@sha256:" + "0" * 64)  # a digest alone says no version
     assert not is_pinned("caddy:2.11.7-alpine@sha256:abc")
+    assert is_pinned("chromedp/headless-shell:151.0.7922.109@sha256:" + "0" * 64)
+    for floating in ("stable", "151", "151.0", "151.0.7922", "latest"):
+        assert not is_pinned(f"chromedp/headless-shell:{floating}"), floating
 
 
 @pytest.mark.parametrize("rel", COMPOSE_FILES)
@@ -341,11 +361,14 @@ def test_every_service_restarts_is_limited_and_rotates_logs(rel: str) -> None:
 
 
 def test_total_memory_fits_a_small_nas() -> None:
-    total = sum(
-        int(s["deploy"]["resources"]["limits"]["memory"][:-1])
-        for s in services("compose.yaml").values()
-    )
+    """What .env.example starts fits 2.5 GB; the browser is opt-in, at most 512 MB more."""
+    limits = {
+        name: int(s["deploy"]["resources"]["limits"]["memory"][:-1])
+        for name, s in services("compose.yaml").items()
+    }
+    total = sum(mb for name, mb in limits.items() if name not in OPT_IN)
     assert total <= 2560, f"{total} MB of limits"
+    assert sum(limits[name] for name in OPT_IN) <= 512
 
 
 @pytest.mark.parametrize("rel", COMPOSE_FILES)
@@ -571,6 +594,52 @@ def test_service_check_catches_an_unknown_name() -> None:
         must_be_service("test", "crawlr:9410", set(SERVICE_PORTS))
     with pytest.raises(AssertionError, match="listens on"):
         must_be_service("test", "crawler:9999", set(SERVICE_PORTS))
+
+
+# ----------------------------------------------------------------- the browser
+
+
+def test_browser_is_reachable_only_by_the_crawler_and_the_proxy(compose_bin: Path) -> None:
+    """Issue 26: the headless Chromium sits on a network with no route out (`internal`), shared
+    with the crawler and the proxy only; it publishes nothing and runs under an init, with a
+    memory limit and an image pinned by version and digest. Read from Docker Compose's own
+    rendering of the file with the browser profile on."""
+    env = {**fake_env(), "COMPOSE_PROFILES": "crawler,browser"}
+    result = run_compose(compose_bin, "compose.yaml", env, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    assert model["networks"]["browser"].get("internal") is True
+    assert not model["networks"]["default"].get("internal"), "sites and Slack need a way out"
+    svcs = model["services"]
+    members = {name for name, svc in svcs.items() if "browser" in (svc.get("networks") or {})}
+    assert members == {"browser", "crawler", "proxy"}
+    browser = svcs["browser"]
+    assert set(browser["networks"]) == {"browser"}, "a second network would be a way out"
+    assert "network_mode" not in browser
+    assert not browser.get("ports") and not browser.get("expose")
+    assert not browser.get("volumes") and not browser.get("secrets"), "nothing of the NAS inside"
+    assert browser["init"] is True, "Chromium's exited renderers need a reaper"
+    assert browser["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in browser["security_opt"]
+    assert re.fullmatch(r"chromedp/headless-shell:[\d.]+@sha256:[0-9a-f]{64}", browser["image"])
+    # The crawler and the proxy keep the stack's network: the internal one alone would cut the
+    # crawler off from the sites and the proxy from its clients.
+    for name in ("crawler", "proxy"):
+        assert set(svcs[name]["networks"]) == {"default", "browser"}, name
+    # The healthcheck asks /json/version as Chromium accepts it (Host: localhost).
+    check = " ".join(browser["healthcheck"]["test"])
+    assert "/json/version" in check and "Host: localhost" in check
+
+
+def test_compose_crawler_is_the_only_other_client_of_the_browser() -> None:
+    """The proxy serves the browser on 9222 (proxy/Caddyfile); no other service names it."""
+    caddyfile = (ROOT / "proxy" / "Caddyfile").read_text(encoding="utf-8")
+    assert "reverse_proxy browser:9222" in caddyfile
+    for name, svc in services("compose.yaml").items():
+        if name in ("browser", "crawler", "proxy"):
+            continue
+        assert "browser" not in (svc.get("networks") or []), name
+        assert "browser:9222" not in json.dumps(svc), name
 
 
 # ----------------------------------------------------------------- Loki, Promtail, Alloy
