@@ -134,7 +134,7 @@ def main() -> int:
     sys.meta_path.insert(0, _Finder(charges))
 
     from crawler.cli import main as crawler_main
-    from crawler.pipeline import Pipeline
+    from crawler.run.pipeline import Pipeline
 
     run_source = Pipeline.run_source
 

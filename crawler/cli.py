@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from crawler import __version__
-from crawler.config import Config, load_config
+from crawler.config.root import Config, load_config
 from crawler.errors import ConfigError, CrawlerError, StoreUnavailable
-from crawler.logs import is_terminal, setup_logging
+from crawler.observability.logs import is_terminal, setup_logging
 
 if TYPE_CHECKING:
-    from crawler.pipeline import RunResult
+    from crawler.run.result import RunResult
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -120,11 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "once":
             return _once(config, args.sources)
         if args.command == "preview":
-            from crawler.preview import command as preview
+            from crawler.commands.preview import command as preview
 
             return preview(config, args.source, args.url, args.limit, args.json)
         if args.command == "export":
-            from crawler.export import command as export
+            from crawler.commands.export import command as export
 
             return export(
                 config,
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.mark_processed,
             )
         if args.command == "quarantine":
-            from crawler.quarantine import command as quarantine
+            from crawler.commands.quarantine import command as quarantine
 
             return asyncio.run(quarantine(config, args.action or "count"))
         return _spool(config, args.drain)
@@ -170,7 +170,7 @@ def _once(config: Config, names: list[str]) -> int:
         service = Service(config)
         watcher = None
         if on_terminal:
-            from crawler.progress import Progress
+            from crawler.commands.once import Progress
 
             chosen = [config.source(n) for n in names] or [s for s in config.sources if s.enabled]
             progress = Progress(sys.stderr, chosen, service.metrics.registry)
@@ -184,7 +184,7 @@ def _once(config: Config, names: list[str]) -> int:
 
     results = asyncio.run(go())
     if on_terminal:
-        from crawler.progress import summary
+        from crawler.commands.once import summary
 
         for line in summary(results):
             print(line, file=sys.stderr)
@@ -192,8 +192,8 @@ def _once(config: Config, names: list[str]) -> int:
 
 
 def _spool(config: Config, drain: bool) -> int:
-    from crawler.metrics import Metrics
-    from crawler.sink import Sink
+    from crawler.observability.metrics import Metrics
+    from crawler.storage.sink import Sink
 
     if not config.storage.dsn:
         print(

@@ -19,19 +19,21 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from crawler.config import Config, SourceConfig
-from crawler.fetch import Fetcher
-from crawler.history import history_sources
-from crawler.metrics import Metrics
-from crawler.pipeline import Pipeline, RunResult
-from crawler.sink import Sink
-from crawler.store import PostgresStore, make_store
+from crawler.config.root import Config
+from crawler.config.sources import SourceConfig
+from crawler.fetch.client import Fetcher
+from crawler.observability.metrics import Metrics
+from crawler.run.pipeline import Pipeline
+from crawler.run.result import RunResult
+from crawler.storage.history import history_sources
+from crawler.storage.sink import Sink
+from crawler.storage.store import PostgresStore, make_store
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
 
-    from crawler.lease import Leases
-    from crawler.schedule import Scheduler
+    from crawler.run.lease import Leases
+    from crawler.run.schedule import Scheduler
 
 log = logging.getLogger("crawler.service")
 
@@ -130,12 +132,12 @@ class Service:
         )
         # The parts only `run` has are imported here: `once` does without them (RSS, issue 13;
         # aiohttp.web above all).
-        from crawler.lease import Leases
         from crawler.lifecycle import background
-        from crawler.retention import Retention
-        from crawler.schedule import Scheduler
-        from crawler.server import HttpServer
-        from crawler.systemd import notify, watchdog_interval, watchdog_loop
+        from crawler.observability.server import HttpServer
+        from crawler.observability.systemd import notify, watchdog_interval, watchdog_loop
+        from crawler.run.lease import Leases
+        from crawler.run.schedule import Scheduler
+        from crawler.storage.retention import Retention
 
         try:
             async with contextlib.AsyncExitStack() as stack:

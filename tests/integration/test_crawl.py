@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.service import Service
 from tests.crawler_proc import run_cli
 from tests.helpers import free_port, wait_for

@@ -232,8 +232,8 @@ PAYLOAD = 1200  # bytes of text per record: the whole table is ~125 MB of JSON
 
 
 def fill(dsn: str, rows: int) -> None:
-    from crawler.config import StorageConfig
-    from crawler.store import PostgresStore
+    from crawler.config.storage import StorageConfig
+    from crawler.storage.store import PostgresStore
 
     async def migrate() -> None:
         store = PostgresStore(StorageConfig(dsn=dsn))

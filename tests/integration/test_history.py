@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from crawler.config import StorageConfig
+from crawler.config.storage import StorageConfig
 from crawler.record import Record
-from crawler.store import PostgresStore, SqliteStore, Store
+from crawler.storage.store import PostgresStore, SqliteStore, Store
 from tests.integration.test_store import Backend as StoreBackend
 
 

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.config import Config, load_config
+from crawler.config.root import Config, load_config
 from crawler.errors import ErrorKind, FetchError
-from crawler.extract import Extractor
-from crawler.fetch import Fetcher
-from crawler.metrics import Metrics
+from crawler.fetch.client import Fetcher
+from crawler.observability.metrics import Metrics
 from crawler.service import Service
+from crawler.sources.extract import Extractor
 from tests.helpers import merge, write_config
 from tests.hostile_site import HostileSite, bomb
 
@@ -260,10 +260,10 @@ async def test_big_bodies_stop_at_the_cap(
 # (writing 5 to clear_refs), so peaks from imports or the warm-up cannot hide the fetch's own.
 _PROBE = """
 import asyncio, json, re, sys
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.errors import FetchError
-from crawler.fetch import Fetcher
-from crawler.metrics import Metrics
+from crawler.fetch.client import Fetcher
+from crawler.observability.metrics import Metrics
 
 def kib(field):
     with open("/proc/self/status") as f:

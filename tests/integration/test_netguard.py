@@ -25,8 +25,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
-from crawler.pipeline import RunResult
+from crawler.config.root import load_config
+from crawler.run.result import RunResult
 from crawler.service import Service
 from tests.crawler_proc import run_cli
 from tests.helpers import free_port, self_signed_certificate

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.record import Record
 from crawler.service import Service
 from tests.crawler_proc import CrawlerProcess, counted_keys, outage_config, read_logs, scrape

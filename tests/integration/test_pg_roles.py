@@ -24,7 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from psycopg.conninfo import make_conninfo
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.service import Service
 from tests.helpers import PostgresServer, self_signed_certificate
 from tests.site import Site

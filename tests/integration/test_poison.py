@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
-from crawler.extract import Extractor
+from crawler.config.root import load_config
 from crawler.service import Service
+from crawler.sources.extract import Extractor
 from tests.crawler_proc import run_cli
 from tests.helpers import free_port
 from tests.site import Site
@@ -170,7 +170,7 @@ CREATE TRIGGER refuse_one BEFORE INSERT OR UPDATE ON scraped_data
 async def refusing_one_key(tmp_path: Path, site: Site, dsn: str) -> tuple[Path, Any]:
     """The config for `dsn`, whose database has the crawler's schema and a trigger that
     refuses BAD_KEY."""
-    from crawler.store import PostgresStore
+    from crawler.storage.store import PostgresStore
 
     path = config_file(tmp_path, site, dsn)
     cfg = load_config(path)
@@ -235,8 +235,8 @@ async def test_the_spool_drains_past_a_refused_record_to_zero(
     assert (result.status, result.records) == ("success", 40)
     # The database is back, with a trigger that refuses one spooled record.
     path, cfg = await refusing_one_key(tmp_path, site, pg_dsn)
-    from crawler.metrics import Metrics
-    from crawler.sink import Sink
+    from crawler.observability.metrics import Metrics
+    from crawler.storage.sink import Sink
 
     registry = CollectorRegistry()
     sink = Sink(cfg, Metrics(registry))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.service import Service
 from tests.catalogue_site import API_ITEMS, PER_PAGE, POSTS, PRODUCTS, CatalogueSite
 from tests.crawler_proc import run_cli

@@ -13,14 +13,14 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.errors import SpoolFull
-from crawler.metrics import Metrics
+from crawler.observability.metrics import Metrics
 from crawler.record import Record, RunRow
 from crawler.service import Service
-from crawler.sink import Sink
-from crawler.spool import SPOOL_MIGRATIONS, Spool
 from crawler.sqlite import migrate_sqlite, open_sqlite
+from crawler.storage.sink import Sink
+from crawler.storage.spool import SPOOL_MIGRATIONS, Spool
 from tests.crawler_proc import run_cli
 from tests.helpers import PostgresServer, free_port
 from tests.site import Site, quote_source

@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from crawler.config import StorageConfig
+from crawler.config.storage import StorageConfig
 from crawler.errors import StoreUnavailable
 from crawler.record import Record, RunRow
-from crawler.store import PostgresStore, SqliteStore, Store
+from crawler.storage.store import PostgresStore, SqliteStore, Store
 
 
 class Backend:
@@ -139,7 +139,7 @@ async def test_migrations_are_applied_once(backend):
         await s.close()
     assert backend.rows("select count(*) from scraped_data") == [(1,)]
     if backend.kind == "postgres":
-        from crawler.store import PG_MIGRATIONS
+        from crawler.storage.store import PG_MIGRATIONS
 
         assert backend.rows("select version from crawler_schema_migrations order by 1") == [
             (n,) for n in range(1, len(PG_MIGRATIONS) + 1)

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.config import StorageConfig
-from crawler.metrics import Metrics
-from crawler.retention import _PG_DELETE, Retention
-from crawler.store import PostgresStore
+from crawler.config.storage import StorageConfig
+from crawler.observability.metrics import Metrics
+from crawler.storage.retention import _PG_DELETE, Retention
+from crawler.storage.store import PostgresStore
 from tests.ops.test_dashboards import dashboards, grafana_sql, queries
 
 ROWS = 1_000_000

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.service import Service
 from tests.helpers import free_port, self_signed_certificate
 

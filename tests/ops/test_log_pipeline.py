@@ -166,7 +166,7 @@ def test_promtail_check_syntax_can_fail(tmp_path: Path) -> None:
 
 def crawler_line(level: str, source: str | None = "quotes") -> str:
     """One line exactly as the crawler writes it (its own JSON formatter)."""
-    from crawler.logs import setup_logging
+    from crawler.observability.logs import setup_logging
 
     buf = io.StringIO()
     setup_logging("DEBUG", instance="pi", stream=buf)

@@ -716,7 +716,7 @@ def test_promtail_parses_a_real_crawler_log_line_shape() -> None:
     import io
     import logging
 
-    from crawler.logs import setup_logging
+    from crawler.observability.logs import setup_logging
 
     buf = io.StringIO()
     setup_logging("INFO", instance="t", stream=buf)

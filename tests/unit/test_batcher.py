@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.config import load_config
-from crawler.metrics import Metrics
-from crawler.pipeline import _Batcher
+from crawler.config.root import load_config
+from crawler.observability.metrics import Metrics
 from crawler.record import Record
-from crawler.sink import Sink
+from crawler.run.pipeline import _Batcher
+from crawler.storage.sink import Sink
 
 
 @pytest.fixture

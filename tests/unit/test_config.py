@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import duration, expand_urls, load_config, size
+from crawler.config.convert import duration, expand_urls, size
+from crawler.config.root import load_config
 from crawler.errors import ConfigError
 from tests.crawler_proc import run_cli
 
@@ -236,19 +237,19 @@ def test_value_parsers():
 
 
 def test_docs_config_tables_are_made_from_the_declarations():
-    from crawler import configdoc
+    from crawler.config import doc as configdoc
 
     text = configdoc.DOC.read_text(encoding="utf-8")
     assert configdoc.render(text) == text, (
-        "docs/config.md is stale: run python -m crawler.configdoc"
+        "docs/config.md is stale: run python -m crawler.config.doc"
     )
 
 
 def test_every_declared_key_has_a_doc_line():
     import dataclasses
 
-    from crawler.config import Config
-    from crawler.configfile import declared
+    from crawler.config.loader import declared
+    from crawler.config.root import Config
 
     def walk(cls: type) -> list[str]:
         out = []
@@ -268,8 +269,8 @@ def test_one_declaration_is_a_whole_key(tmp_path: Path):
     shorthand, cross-key checks and unknown-key hints, each problem with its line."""
     from dataclasses import dataclass
 
-    from crawler import convert as cv
-    from crawler.configfile import REQUIRED, Problems, derived, entries, load, section, setting
+    from crawler.config import convert as cv
+    from crawler.config.loader import REQUIRED, Problems, derived, entries, load, section, setting
 
     @dataclass(frozen=True, kw_only=True)
     class Part:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import load_config
+from crawler.config.fields import FieldSpec
+from crawler.config.root import load_config
 from crawler.errors import ConfigError
-from crawler.fields import FieldSpec
 from tests.crawler_proc import run_cli
 
 GOOD = """\

@@ -10,7 +10,8 @@ import re
 import pytest
 from lxml import html
 
-from crawler.discover import (
+from crawler.config.discovery import FollowConfig, PaginateConfig, SitemapConfig
+from crawler.sources.discover import (
     BOUND,
     DETAIL,
     EXCLUDED,
@@ -27,7 +28,6 @@ from crawler.discover import (
     compile_links,
     with_query,
 )
-from crawler.discover_config import FollowConfig, PaginateConfig, SitemapConfig
 
 
 def doc(markup: str) -> object:

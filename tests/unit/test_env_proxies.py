@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.request import EnvProxies
+from crawler.fetch.request import EnvProxies
 
 pytestmark = pytest.mark.unit
 

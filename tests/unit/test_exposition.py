@@ -29,8 +29,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from crawler.exposition import Exposition, format_value
-from crawler.metrics import Metrics
+from crawler.observability.exposition import Exposition, format_value
+from crawler.observability.metrics import Metrics
 
 HOSTILE = ["back\\slash", 'quote"d', "new\nline", "cr\rline", "sep\u2028x", "ünï", "", "{a=b}"]
 ODD_VALUES = [

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.config import FieldSpec, SourceConfig
+from crawler.config.fields import FieldSpec
+from crawler.config.sources import SourceConfig
 from crawler.errors import ErrorKind, FetchError
-from crawler.extract import Extractor, make_key
+from crawler.sources.extract import Extractor, make_key
 from tests.site import html_page, items
 
 

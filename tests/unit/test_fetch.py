@@ -14,16 +14,16 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler import robots as robots_mod
-from crawler.breaker import CircuitBreaker, State
-from crawler.config import CircuitConfig
-from crawler.content import check_content_type, choose_charset
+from crawler.config.fetch import CircuitConfig
 from crawler.errors import ErrorKind, FetchError
-from crawler.fetch import map_aiohttp_errors, retry_after
-from crawler.httpstate import HttpState, Validators, revalidate
-from crawler.metrics import Metrics
-from crawler.politeness import HostPacer
-from crawler.robots import RobotsCache
+from crawler.fetch import robots as robots_mod
+from crawler.fetch.breaker import CircuitBreaker, State
+from crawler.fetch.client import map_aiohttp_errors, retry_after
+from crawler.fetch.content import check_content_type, choose_charset
+from crawler.fetch.httpstate import HttpState, Validators, revalidate
+from crawler.fetch.politeness import HostPacer
+from crawler.fetch.robots import RobotsCache
+from crawler.observability.metrics import Metrics
 
 
 class Clock:
@@ -390,7 +390,7 @@ async def test_http_state_drops_rows_of_sources_no_longer_configured(tmp_path: P
 async def test_http_state_flushes_by_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crawler import httpstate
+    from crawler.fetch import httpstate
 
     monkeypatch.setattr(httpstate, "FLUSH_AFTER", 0.05)
     monkeypatch.setattr(httpstate, "FLUSH_ROWS", 3)

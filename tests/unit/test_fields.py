@@ -10,7 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from lxml import html as lxml_html
 
-from crawler.fields import FieldSet, FieldSpec, FieldTally, Invalid, PageData, convert
+from crawler.config.fields import FieldSpec
+from crawler.config.fieldtypes import Invalid, convert
+from crawler.sources.fields import FieldSet
+from crawler.sources.pagedata import PageData
+from crawler.sources.tally import FieldTally
 
 PAGE = "https://shop.example/p/7?x=1"
 PARIS = ZoneInfo("Europe/Paris")
@@ -368,7 +372,7 @@ def test_field_checks(spec: FieldSpec, key: str, fragment: str) -> None:
 def test_field_problems_for_the_parser(
     spec: FieldSpec, parser: str, key: str, fragment: str
 ) -> None:
-    from crawler.fields import field_problems
+    from crawler.config.fields import field_problems
 
     problems = list(field_problems(spec, parser))
     assert any(k == key and fragment in m for k, m in problems), problems

@@ -6,8 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from crawler import httpstate
-from crawler.httpstate import PRUNE_AFTER, STAMP_EVERY, HttpState, Validators, revalidate
+from crawler.fetch import httpstate
+from crawler.fetch.httpstate import PRUNE_AFTER, STAMP_EVERY, HttpState, Validators, revalidate
 
 
 async def test_stamp_is_rewritten_at_most_daily_unless_asked(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crawler.lease import Leases, fair_share, split_held, spread
-from crawler.metrics import Metrics
+from crawler.observability.metrics import Metrics
+from crawler.run.lease import Leases, fair_share, split_held, spread
 
 SOURCES = [f"s{i:03d}" for i in range(200)]
 

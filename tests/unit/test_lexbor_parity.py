@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from crawler import lexbor
-from crawler.config import SourceConfig
+from crawler.config.fields import FieldSpec
+from crawler.config.selectors import xpath_of
+from crawler.config.sources import SourceConfig
 from crawler.errors import ErrorKind, FetchError
-from crawler.extract import LEXBOR_MAX_TAGS, Extractor
-from crawler.fields import FieldSpec, _text_of
-from crawler.selectors import xpath_of
+from crawler.sources import lexbor
+from crawler.sources.extract import LEXBOR_MAX_TAGS, Extractor
+from crawler.sources.fields import _text_of
 from tests.shop_site import product_page
 from tests.site import html_page
 

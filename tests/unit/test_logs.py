@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from crawler.logs import ConsoleFormatter, resolve_format, setup_logging
+from crawler.observability.logs import ConsoleFormatter, resolve_format, setup_logging
 from tests import terminal
 
 # A process that logs what a source run logs, with the format chosen as `crawler` chooses it.
 SNIPPET = """
 import logging, sys
-from crawler.logs import setup_logging
+from crawler.observability.logs import setup_logging
 chosen = setup_logging("INFO", instance="pi3", fmt=sys.argv[1])
 log = logging.getLogger("crawler.pipeline")
 log.info("source run finished", extra={"source": "quotes", "status": "success", "pages": 10,
@@ -111,7 +111,7 @@ def test_a_stringio_is_not_a_terminal() -> None:
 
 
 def test_log_format_is_a_checked_config_key(tmp_path: Path) -> None:
-    from crawler.config import load_config
+    from crawler.config.root import load_config
     from crawler.errors import ConfigError
 
     base = "sources: [{name: s, every: 1h, url: 'http://127.0.0.1:1/', fields: {t: title}}]\n"

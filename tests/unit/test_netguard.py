@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.errors import ConfigError, ErrorKind, FetchError
-from crawler.netguard import SourcePolicy, category
+from crawler.fetch.netguard import SourcePolicy, category
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import pytest
 
 from crawler.errors import StoreDataError, StoreUnavailable
-from crawler.quarantine import Isolation, isolate
 from crawler.record import Record
+from crawler.storage.quarantine import Isolation, isolate
 
 
 class Store:

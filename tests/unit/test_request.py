@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from crawler.errors import SecretUnavailable
-from crawler.request import (
+from crawler.config.request import (
     AuthConfig,
     RequestConfig,
     form_map,
     header_map,
     json_value,
     method,
-    prepare,
     proxy_url,
     read_headers_file,
 )
+from crawler.errors import SecretUnavailable
+from crawler.fetch.request import prepare
 
 
 def test_plain_get_is_identified_by_its_url_alone() -> None:

@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry
 
-from crawler.config import FieldSpec, SourceConfig
-from crawler.metrics import Metrics
-from crawler.schedule import Scheduler, expected_interval
+from crawler.config.fields import FieldSpec
+from crawler.config.sources import SourceConfig
+from crawler.observability.metrics import Metrics
+from crawler.run.schedule import Scheduler, expected_interval
 
 
 def source(name: str = "s", **when: object) -> SourceConfig:

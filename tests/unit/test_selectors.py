@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from crawler.selectors import check_selector, xpath_of
+from crawler.config.selectors import check_selector, xpath_of
 from tests.unit.test_lexbor_parity import SELECTORS
 
 # Beyond the suite's selectors: the corners of cssselect's and parsel's dialect, good and bad.

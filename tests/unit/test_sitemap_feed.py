@@ -6,9 +6,10 @@ import gzip
 
 import pytest
 
+from crawler.config.sources import ENTRY_KEYS
 from crawler.errors import ErrorKind, FetchError
-from crawler.feed import ENTRY_KEYS, parse_feed
-from crawler.sitemap import INDEX, URLSET, Entry, parse_lastmod, parse_sitemap
+from crawler.sources.feed import parse_feed
+from crawler.sources.sitemap import INDEX, URLSET, Entry, parse_lastmod, parse_sitemap
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 

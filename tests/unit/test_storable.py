@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from crawler.extract import Extractor
+from crawler.sources.extract import Extractor
 from crawler.storable import clean_text, storable, storable_record
 from tests.unit.test_extract import source
 

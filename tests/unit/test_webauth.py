@@ -8,9 +8,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from crawler.config import load_config
+from crawler.config.root import load_config
+from crawler.config.web import read_users
 from crawler.errors import ConfigError
-from crawler.webauth import BasicAuth, read_users
+from crawler.observability.webauth import BasicAuth
 
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
 

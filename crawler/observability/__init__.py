@@ -1,0 +1,1 @@
+"""What the crawler tells the outside world: metrics, logs, its HTTP server, systemd."""

@@ -1,0 +1,232 @@
+"""Leases: several crawlers share their sources through PostgreSQL itself.
+
+A source runs only on the crawler holding its lease (a row in `crawler_leases`). Each crawler
+renews what it holds and takes free or expired leases every `lease_ttl / 3`, up to its fair
+share (sources divided by the crawlers alive), releasing extras it is not running. A crawler
+that dies stops renewing: its leases expire after `lease_ttl` and the others take them over.
+An orderly stop releases them at once. While the database is unreachable, a crawler keeps the
+sources it last held and crawls them into its spool (the others cannot take them meanwhile
+unless they can reach the database, in which case the leases expire as designed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crawler.errors import CrawlerError
+from crawler.lifecycle import Part, stop_task
+from crawler.observability.metrics import Metrics
+from crawler.storage.store import PostgresStore
+
+if TYPE_CHECKING:
+    from crawler.storage.store import Connection
+
+log = logging.getLogger("crawler.lease")
+
+# Takes (or renews) several leases in one statement. The rows are locked in source-name order,
+# the same order in every crawler, so two crawlers taking overlapping sets at once wait for
+# each other instead of deadlocking (one statement per source in a per-crawler order did
+# deadlock with 200 sources and two crawlers: bench/scale.py found it).
+_TAKE = """
+INSERT INTO crawler_leases AS l (source, holder, expires_at)
+SELECT s, %(holder)s, now() + make_interval(secs => %(ttl)s)
+FROM unnest(%(sources)s::text[]) AS s ORDER BY s
+ON CONFLICT (source) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+ WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+RETURNING source
+"""
+_FREE = """
+SELECT s FROM unnest(%(sources)s::text[]) AS s
+WHERE NOT EXISTS (SELECT 1 FROM crawler_leases l WHERE l.source = s AND l.expires_at >= now())
+"""
+
+
+def fair_share(sources: int, others: int) -> int:
+    """How many sources one crawler takes when `others` other crawlers are alive."""
+    return math.ceil(sources / (others + 1))
+
+
+def spread(names: Iterable[str], holder: str) -> list[str]:
+    """`names` in this holder's own order: crawlers prefer different sources (fewer collisions
+    when several take free ones at once), and one holder's order is the same after a restart."""
+
+    def rank(name: str) -> bytes:
+        return hashlib.blake2b(f"{holder}\0{name}".encode(), digest_size=8).digest()
+
+    return sorted(names, key=rank)
+
+
+def split_held(
+    held: Iterable[str], running: set[str], share: int, holder: str
+) -> tuple[list[str], list[str]]:
+    """(core, busy): the held sources to keep (up to the share, in this holder's order), and
+    those beyond the share with a run under way, renewed for that run only ("draining": no new
+    run starts here, so they are released when it ends; without this an overloaded crawler,
+    whose sources are always running, would keep them all)."""
+    mine = spread(held, holder)
+    return mine[:share], [s for s in mine[share:] if s in running]
+
+
+class Leases(Part):
+    """Which of the configured sources this crawler may run now.
+
+    `async with`: take leases (or keep the last-held sources while the database is away),
+    renew them every `ttl / 3` in a task, and on leaving stop that task and give them back.
+    """
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        sources: list[str],
+        instance: str,
+        ttl: float,
+        metrics: Metrics,
+        state_file: Path,
+    ) -> None:
+        self.store, self.sources, self.ttl, self.metrics = store, sources, ttl, metrics
+        # Stable across restarts, so a crawler restarted by systemd renews its own leases at
+        # once instead of waiting for them to expire. Hence `instance` must be unique per host.
+        self.holder = f"{instance}@{socket.gethostname()}"
+        # The sources last held survive a restart, so a crawler that boots while the database
+        # is away goes on crawling them into its spool. Written only when the set changes.
+        self.state_file = state_file
+        self.held: set[str] = self._load_last_held()
+        self.running: set[str] = set()  # sources with a run under way: never released mid-run
+        self.draining: set[str] = set()  # held beyond the share for a run under way only
+        self._renewer: asyncio.Task[None] | None = None
+        for s in sources:
+            metrics.leased.labels(s).set(0)
+
+    async def open(self) -> None:
+        with contextlib.suppress(CrawlerError):  # unreachable: keep the last-held sources
+            await self.refresh()
+        self._renewer = asyncio.create_task(self.run_forever(), name="leases")
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            await stop_task(self._renewer)
+            self._renewer = None
+            await self.release()
+
+    def _load_last_held(self) -> set[str]:
+        try:
+            names = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return set()
+        return {n for n in names if n in self.sources} if isinstance(names, list) else set()
+
+    def _save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(sorted(self.held)))
+            tmp.replace(self.state_file)
+        except OSError as exc:
+            log.warning("could not save the held sources", extra={"error": str(exc)})
+
+    def holds(self, source: str) -> bool:
+        """May a new run of `source` start here? Not for one being handed over (`draining`)."""
+        return source in self.held and source not in self.draining
+
+    async def refresh(self) -> None:
+        """Renew, take up to a fair share, release extras; keep the old set if the DB is away."""
+        result: dict[str, Any] = {}
+
+        async def work(conn: Connection) -> None:
+            # A heartbeat per crawler, so one that holds nothing yet still counts for the share.
+            await conn.execute(
+                "INSERT INTO crawler_instances (holder, seen_at) VALUES (%s, now())"
+                " ON CONFLICT (holder) DO UPDATE SET seen_at = now()",
+                (self.holder,),
+            )
+            await conn.execute(
+                "DELETE FROM crawler_instances WHERE seen_at < now() - make_interval(secs => %s)",
+                (self.ttl * 10,),
+            )
+            cur = await conn.execute(
+                "SELECT count(*) FROM crawler_instances"
+                " WHERE seen_at > now() - make_interval(secs => %s) AND holder <> %s",
+                (self.ttl, self.holder),
+            )
+            row = await cur.fetchone()
+            others = int(row[0]) if row else 0  # count(*) always returns one row
+            share = fair_share(len(self.sources), others)
+            core, busy = split_held(self.held, self.running, share, self.holder)
+            args = {"holder": self.holder, "ttl": self.ttl}
+            cur = await conn.execute(_TAKE, {**args, "sources": core + busy})
+            renewed = {row[0] for row in await cur.fetchall()}
+            kept = [s for s in core if s in renewed]
+            draining = {s for s in busy if s in renewed}
+            # Then free or expired ones, up to the share.
+            fresh: list[str] = []
+            if len(kept) < share:
+                candidates = [s for s in self.sources if s not in self.held]
+                cur = await conn.execute(_FREE, {"sources": candidates})
+                free = spread((row[0] for row in await cur.fetchall()), self.holder)
+                free = free[: share - len(kept)]
+                if free:
+                    cur = await conn.execute(_TAKE, {**args, "sources": free})
+                    got = {row[0] for row in await cur.fetchall()}
+                    fresh = [s for s in free if s in got]
+            taken = kept + fresh + sorted(draining)
+            result["draining"] = draining
+            extra = [s for s in self.held if s not in taken and s not in self.running]
+            if extra:
+                await conn.execute(
+                    "DELETE FROM crawler_leases WHERE holder = %s AND source = ANY(%s)",
+                    (self.holder, extra),
+                )
+            result["taken"] = set(taken)
+
+        await self.store.run(work)
+        new: set[str] = result["taken"]
+        self.draining = result["draining"]
+        if new != self.held:
+            log.info(
+                "leases changed",
+                extra={
+                    "holder": self.holder,
+                    "held": sorted(new),
+                    "gained": sorted(new - self.held),
+                    "lost": sorted(self.held - new),
+                },
+            )
+            self.held = new
+            self._save()
+        for s in self.sources:
+            self.metrics.leased.labels(s).set(1 if s in new else 0)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except CrawlerError as exc:
+                log.warning(
+                    "could not renew leases; keeping the sources held",
+                    extra={"held": sorted(self.held), "error": str(exc)},
+                )
+            await asyncio.sleep(self.ttl / 3)
+
+    async def release(self) -> None:
+        """Give every lease back (orderly stop), so others take the sources at once."""
+
+        async def work(conn: Connection) -> None:
+            await conn.execute("DELETE FROM crawler_leases WHERE holder = %s", (self.holder,))
+            await conn.execute("DELETE FROM crawler_instances WHERE holder = %s", (self.holder,))
+
+        try:
+            await self.store.run(work)
+            log.info("leases released", extra={"held": sorted(self.held)})
+        except CrawlerError as exc:
+            log.warning(
+                "could not release leases; they expire by themselves", extra={"error": str(exc)}
+            )

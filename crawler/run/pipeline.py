@@ -1,0 +1,206 @@
+"""One source run: fetch every URL, extract records, hand batches to the sink, account for it.
+
+A run is a `success` when at least one page was fetched and extracted (or every page answered
+"not modified") and every batch reached the sink; it is a `failure` when no page could be used
+or the sink refused a batch. Single failed pages are counted and logged, and they do not fail
+the run: a flaky page must not page the user, the error-ratio alert covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from crawler.config.root import Config
+from crawler.config.sources import SourceConfig
+from crawler.errors import CrawlerError, ErrorKind, SecretUnavailable
+from crawler.fetch.client import Fetcher
+from crawler.observability.metrics import Metrics
+from crawler.record import Record, RunRow
+from crawler.run.result import RunResult
+from crawler.run.walk import SourcePlan, Walk
+from crawler.storable import clean_text
+from crawler.storage.sink import Sink
+
+log = logging.getLogger("crawler.pipeline")
+
+
+class _Batcher:
+    """Collects a run's records and hands them to the sink in batches of `size`.
+
+    A page's `on_commit` runs as soon as the batch holding its last record is committed, not
+    when the queue next runs empty: with 16 workers feeding a slower database the queue may not
+    run empty before the run ends, and every page waiting for it kept its callback (and what
+    it holds) alive that long.
+    """
+
+    def __init__(self, sink: Sink, source: str, size: int, metrics: Metrics) -> None:
+        self.sink, self.source, self.size, self.metrics = sink, source, size, metrics
+        self.pending: list[Record] = []
+        # (records added up to and with the page's own, its callback), in the order added:
+        # batches leave from the front of `pending`, so a page is safe once `written` reaches
+        # its count.
+        self.on_commit: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
+        self.added = 0
+        self.written = 0
+        self.lock = asyncio.Lock()
+
+    async def add(self, records: list[Record], on_commit: Callable[[], None]) -> None:
+        self.pending.extend(records)
+        self.added += len(records)
+        self.on_commit.append((self.added, on_commit))
+        self.metrics.queue_records.inc(len(records))
+        if len(self.pending) >= self.size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            while self.pending:
+                batch, self.pending = self.pending[: self.size], self.pending[self.size :]
+                try:
+                    await self.sink.write(self.source, batch)
+                finally:
+                    self.metrics.queue_records.dec(len(batch))
+                self.written += len(batch)
+                while self.on_commit and self.on_commit[0][0] <= self.written:
+                    self.on_commit.popleft()[1]()
+
+
+class Pipeline:
+    """Runs sources: fetch → extract → sink, with per-run accounting."""
+
+    def __init__(self, config: Config, metrics: Metrics, fetcher: Fetcher, sink: Sink) -> None:
+        self.config, self.metrics, self.fetcher, self.sink = config, metrics, fetcher, sink
+        self.plans = {s.name: SourcePlan(s) for s in config.sources}
+        self.stopping = False  # set on shutdown: runs take no new URLs
+        for s in config.sources:
+            metrics.init_source(s.name, s.hosts, sink.backend)
+            metrics.init_discovery(s.name, *self.plans[s.name].series())
+            fs = self.plans[s.name].detail.fields
+            metrics.init_fields(s.name, fs.names, bool(fs.required))
+
+    async def run_source(self, source: SourceConfig) -> RunResult:
+        m = self.metrics
+        result = RunResult(source=source.name, started_at=time.time())
+        started = time.monotonic()
+        log.info("source run started", extra={"source": source.name, "urls": len(source.urls)})
+        batcher = _Batcher(self.sink, source.name, self.config.storage.batch_size, m)
+        walk = Walk(self.plans[source.name], self.fetcher, m, result, batcher.add)
+
+        async def worker() -> None:
+            # The frontier ends once nothing is queued and no worker can queue more.
+            while not self.stopping and (task := await walk.frontier.get()) is not None:
+                try:
+                    await walk.visit(task)
+                finally:
+                    walk.frontier.done()
+
+        try:
+            # The run's request: header file, token and password read now, once per run.
+            self.fetcher.begin_run(source)
+            await walk.seed()
+            await _all_or_none([worker() for _ in range(self.config.fetch.concurrency)])
+            await batcher.flush()
+            walk.finish()
+        except Exception as exc:
+            # CrawlerError: the sink refused a batch (spool full, store broken). Anything else
+            # is a bug or a value no layer expected: it ends this run, never the scheduler's job
+            # (an exception escaping into APScheduler leaves no run row and repeats every run).
+            kind = (
+                ErrorKind.SECRET
+                if isinstance(exc, SecretUnavailable)
+                else ErrorKind.STORAGE
+                if isinstance(exc, CrawlerError)
+                else ErrorKind.INTERNAL
+            )
+            _fail(result, kind, exc)
+            m.queue_records.dec(len(batcher.pending))
+            if kind is ErrorKind.INTERNAL:
+                log.error(
+                    "source run raised",
+                    exc_info=True,
+                    extra={"source": source.name, "error_kind": kind.value},
+                )
+        if result.status == "success" and result.pages == 0 and result.not_modified == 0:
+            result.status = "failure"
+            result.error = f"no page could be used ({result.failed_pages} failed)"
+            if result.errors:
+                result.error_kind = max(result.errors, key=result.errors.__getitem__)
+        result.finished_at = time.time()
+        duration = time.monotonic() - started
+        m.source_runs.labels(source.name, result.status).inc()
+        m.source_run_duration.labels(source.name).observe(duration)
+        m.last_run.labels(source.name).set(result.finished_at)
+        if result.ok:
+            m.last_success.labels(source.name).set(result.finished_at)
+        await self._account(result)
+        level = logging.INFO if result.ok else logging.ERROR
+        log.log(
+            level,
+            "source run finished",
+            extra={
+                "source": source.name,
+                "status": result.status,
+                "pages": result.pages,
+                "not_modified": result.not_modified,
+                "failed_pages": result.failed_pages,
+                "records": result.records,
+                "duration_ms": round(duration * 1000),
+                "error_kind": result.error_kind,
+                "error": result.error,
+            },
+        )
+        return result
+
+    async def _account(self, result: RunResult) -> None:
+        row = RunRow(
+            run_id=str(uuid.uuid4()),
+            source=result.source,
+            instance=self.config.instance,
+            status=result.status,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            pages=result.pages,
+            records=result.records,
+            # An error message may quote a hostile value: keep the run row storable too.
+            error=clean_text(result.error) if result.error else None,
+        )
+        try:
+            await self.sink.write_run(row)
+        except Exception as exc:  # the run's outcome is already counted and logged
+            log.error(
+                "could not record the run in crawler_jobs",
+                extra={
+                    "source": result.source,
+                    "error_kind": ErrorKind.STORAGE.value,
+                    "error": str(exc),
+                },
+            )
+
+
+def _fail(result: RunResult, kind: ErrorKind, exc: BaseException) -> None:
+    result.status, result.error_kind = "failure", kind.value
+    text = str(exc) if isinstance(exc, CrawlerError) else f"{type(exc).__name__}: {exc}"
+    result.error = f"{kind.value}: {text}" if kind is ErrorKind.INTERNAL else text
+
+
+async def _all_or_none(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the workers; when one fails, cancel the others before raising, so no worker of a
+    failed run goes on fetching behind the next run's back."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            raise exc

@@ -1,0 +1,1 @@
+"""Where records go: the sink, the stores, the spool, the quarantine, history and retention."""
