@@ -23,7 +23,7 @@ from crawler.config import convert as cv
 from crawler.config.loader import declared, yaml_key
 from crawler.config.root import Config
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 _TABLE = re.compile(r"(<!-- keys: *([\w.]*) *-->\n).*?(<!-- /keys -->)", re.DOTALL)
 
 

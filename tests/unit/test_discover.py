@@ -10,14 +10,18 @@ import re
 import pytest
 from lxml import html
 
-from crawler.config.discovery import FollowConfig, PaginateConfig, SitemapConfig
-from crawler.sources.discover import (
+from crawler.config.discovery import (
     BOUND,
     DETAIL,
     EXCLUDED,
     LISTING,
     OFF_HOST,
     SEEN,
+    FollowConfig,
+    PaginateConfig,
+    SitemapConfig,
+)
+from crawler.sources.discover import (
     Chain,
     Frontier,
     Group,
