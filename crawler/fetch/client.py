@@ -1,20 +1,21 @@
-"""Fetching: one aiohttp session for the process, polite to every host and hard to knock over.
+"""The fetcher: polite to every host and hard to knock over, over one transport.
 
 `Fetcher.fetch()` returns a `Page` or raises `FetchError` with an `ErrorKind`; aiohttp's
-exceptions never leave this module (translated at the edge by `map_aiohttp_errors()`). Each
-fetch goes through five steps, one method each:
+exceptions never leave the fetch layer (translated at the edge by the transport's
+`map_aiohttp_errors()`, crawler/fetch/transport.py, which also owns the session, the redirect
+loop and the capped body read). Each fetch goes through five steps, one method each:
 
-1. `_prepare`: the host's circuit breaker (fail fast while it is open, `crawler.breaker`),
-   robots.txt unless the source opts out (`crawler.robots`), and the conditional-GET
-   validators of the URL (`crawler.httpstate`), into one frozen `Request`;
+1. `_prepare`: the host's circuit breaker (fail fast while it is open, `fetch.breaker`),
+   robots.txt unless the source opts out (`fetch.robots`), and the conditional-GET
+   validators of the URL (`fetch.httpstate`), into one frozen `Request`;
 2. `_with_retries`: retries of transient failures (`RETRYABLE`, plus HTTP 429) with
    `Backoff`, honouring Retry-After on 429 and 503, never waiting past the give-up bound;
-3. `_attempt`: per-host concurrency, the per-host politeness gap (`crawler.politeness`; the
+3. `_attempt`: per-host concurrency, the per-host politeness gap (`fetch.politeness`; the
    larger of `politeness_delay` and the site's Crawl-delay), the breaker's permit, the global
    concurrency limit;
 4. `_request`: the request, bounded in time, redirects (each hop checked like a first request)
    and bytes (counted after decompression), with the content type checked before the body is
-   read and the charset chosen after (`crawler.content`);
+   read and the charset chosen after (`fetch.content`);
 5. back in `fetch`, the conditional-GET bookkeeping (`httpstate.revalidate`); the validators are
    recorded by `commit()` once the page's records are safe.
 """
@@ -22,16 +23,12 @@ fetch goes through five steps, one method each:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import email.utils
+import functools
 import logging
-import ssl
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timezone
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -45,11 +42,19 @@ from crawler.errors import ErrorKind, FetchError
 from crawler.fetch.breaker import Breakers, CircuitBreaker
 from crawler.fetch.content import check_content_type, choose_charset
 from crawler.fetch.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators, revalidate
-from crawler.fetch.netguard import GuardedConnector, SourcePolicy, guarding
+from crawler.fetch.netguard import SourcePolicy, guarding
 from crawler.fetch.politeness import HostPacer
-from crawler.fetch.request import PLAIN, EnvProxies, Prepared, origin, prepare
+from crawler.fetch.request import PLAIN, Prepared, prepare
 from crawler.fetch.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from crawler.fetch.robots import RobotsCache, RobotsPolicy
+from crawler.fetch.transport import (
+    Page,
+    Transport,
+    link_rels,
+    map_aiohttp_errors,
+    raise_for_status,
+    redacting,
+)
 from crawler.lifecycle import Part
 from crawler.observability.metrics import Metrics, status_class
 
@@ -68,25 +73,6 @@ HOST_FAILURES = RETRYABLE | {ErrorKind.TLS}
 
 
 @dataclass(frozen=True)
-class Page:
-    """A fetched response body (decompressed, at most the configured cap)."""
-
-    url: str
-    status: int
-    body: bytes
-    content_type: str
-    charset: str | None
-    duration: float
-    not_modified: bool = False
-    attempts: int = 1
-    etag: str | None = None
-    last_modified: str | None = None
-    links: dict[str, str] | None = None  # RFC 8288 Link header: rel → absolute URL
-    # The validators to record by Fetcher.commit() once the page's records are safe.
-    validators: Revalidation | None = None
-
-
-@dataclass(frozen=True)
 class Request:
     """One fetch of one URL for one source: what each of its attempts needs, fixed up front."""
 
@@ -97,102 +83,6 @@ class Request:
     delay: float  # the politeness gap for the host (Crawl-delay included)
     breaker: CircuitBreaker
     options: Prepared = PLAIN  # the source's method, body, headers, proxy for this run
-
-
-@contextlib.contextmanager
-def map_aiohttp_errors() -> Iterator[None]:
-    """Translate aiohttp, asyncio and ssl exceptions raised inside into FetchError.
-
-    The one edge where third-party exceptions become our error kinds (as httpx's
-    `map_httpcore_exceptions`). Ours and cancellation pass through; an exception that is not a
-    network or HTTP failure is a bug and is re-raised as it is.
-    """
-    try:
-        yield
-    except FetchError:
-        raise
-    except Exception as exc:
-        error = _error_of(exc)
-        if error is None:
-            raise
-        raise error from exc
-
-
-@contextlib.contextmanager
-def _redacting(options: Prepared) -> Iterator[None]:
-    """Blank the source's secrets out of a FetchError's message (a server or a proxy may echo
-    a header back into an error text); the kind, status and Retry-After are kept."""
-    try:
-        yield
-    except FetchError as exc:
-        text = str(exc)
-        clean = options.redact(text)
-        if clean == text:
-            raise
-        prefix = f"{exc.kind.value}: "
-        message = clean[len(prefix) :] if clean.startswith(prefix) else clean
-        raise FetchError(
-            exc.kind, message, status=exc.status, retry_after=exc.retry_after
-        ) from None
-
-
-def _error_of(exc: Exception) -> FetchError | None:
-    # Order matters: aiohttp's classes inherit from each other and from OSError/TimeoutError.
-    if isinstance(exc, asyncio.TimeoutError):
-        return FetchError(ErrorKind.TIMEOUT, "timed out")
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return FetchError(ErrorKind.REDIRECT, "too many redirects")
-    if isinstance(
-        exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError)
-    ):
-        return FetchError(ErrorKind.TLS, str(exc) or "TLS error")
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return FetchError(ErrorKind.DNS, str(exc) or "DNS lookup failed")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return FetchError(ErrorKind.CONNECT, str(exc) or "cannot connect")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return FetchError(ErrorKind.CONNECT, f"body cut short: {exc}")
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
-        return FetchError(ErrorKind.CONNECT, str(exc) or "connection lost")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return FetchError(ErrorKind.BAD_CONTENT, f"invalid URL: {exc}")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return FetchError(ErrorKind.BAD_CONTENT, f"bad response: {exc.message}")
-    if isinstance(exc, aiohttp.ClientError):
-        return FetchError(ErrorKind.CONNECT, str(exc) or type(exc).__name__)
-    return None
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        now = time.time() if now is None else now
-        seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
-    status = resp.status
-    if status >= 400:
-        raise FetchError(
-            ErrorKind.HTTP_5XX if status >= 500 else ErrorKind.HTTP_4XX,
-            f"HTTP {status}",
-            status=status,
-            retry_after=retry_after(resp.headers.get("Retry-After")),
-        )
 
 
 class Fetcher(Part):
@@ -207,8 +97,7 @@ class Fetcher(Part):
         self.config, self.fc, self.metrics = config, config.fetch, metrics
         # Where each source may connect (crawler.netguard); `resolver` replaces DNS (tests).
         self.policies = {s.name: SourcePolicy.of(s, config) for s in config.sources}
-        self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
+        self.transport = Transport(self.fc, config.user_agent, resolver)
         self._global = asyncio.Semaphore(self.fc.concurrency)
         self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.fc.per_host_concurrency)
@@ -221,7 +110,6 @@ class Fetcher(Part):
         self.state: HttpState | None = None
         self._requests: dict[str, Prepared] = {}  # per source: this run's request options
         self._plain = prepare(None, None, self.fc.proxy)  # the rest: a GET, proxy passwords
-        self._env_proxies = EnvProxies()  # HTTP(S)_PROXY / NO_PROXY, when no proxy is configured
 
     def begin_run(self, source: SourceConfig) -> None:
         """Prepare the source's request options for a run (reads its header file and secrets
@@ -238,27 +126,8 @@ class Fetcher(Part):
         return source.user_agent or self.config.user_agent
 
     async def open(self) -> None:
-        fc = self.fc
-        timeout = aiohttp.ClientTimeout(
-            total=fc.total_timeout, sock_connect=fc.connect_timeout, sock_read=fc.read_timeout
-        )
-        connector = GuardedConnector(
-            limit=fc.concurrency,
-            limit_per_host=fc.per_host_concurrency,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-            resolver=self._resolver,
-        )
-        self._session = aiohttp.ClientSession(
-            timeout=timeout,
-            connector=connector,
-            headers={"User-Agent": self.config.user_agent},
-            max_line_size=16384,
-            max_field_size=16384,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,  # the proxy variables are read once: self._env_proxies
-        )
-        if fc.conditional_get:
+        await self.transport.open()
+        if self.fc.conditional_get:
             self.state = HttpState(
                 self.config.state_dir / "http_state.sqlite",
                 frozenset(s.name for s in self.config.sources),
@@ -272,15 +141,11 @@ class Fetcher(Part):
                 await self.state.close()
                 self.state = None
         finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
+            await self.transport.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("Fetcher used outside `async with`")
-        return self._session
+        return self.transport.session
 
     # -- the fetch -----------------------------------------------------------------------------
 
@@ -357,6 +222,15 @@ class Fetcher(Part):
         if crawl_delay:
             delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))
         return Request(source, url, host, {}, delay, breaker, self._options(source))
+
+    async def _check_hop(self, source: SourceConfig, target: yarl.URL) -> None:
+        """A redirect's target is checked like a first request: robots.txt of its host."""
+        await self._check_robots(
+            source,
+            str(target),
+            f"{target.scheme}://{target.raw_authority}",
+            context=f"redirected to {target}: ",
+        )
 
     async def _check_robots(
         self, source: SourceConfig, url: str, origin: str, context: str = ""
@@ -450,14 +324,21 @@ class Fetcher(Part):
         started = time.monotonic()
         m.in_flight.inc()
         try:
-            with _redacting(request.options), map_aiohttp_errors():
-                async with await self._get_following_redirects(request) as resp:
+            with redacting(request.options), map_aiohttp_errors():
+                async with await self.transport.send(
+                    request.url,
+                    request.options,
+                    request.headers,
+                    allow_https_to_http=request.source.allow_https_to_http,
+                    source_name=request.source.name,
+                    check_hop=functools.partial(self._check_hop, request.source),
+                ) as resp:
                     status = resp.status
-                    _raise_for_status(resp)
+                    raise_for_status(resp)
                     if status != 304:
                         declared = "Content-Type" in resp.headers
                         check_content_type(source.parser, declared, resp.content_type)
-                        body = await self._read_capped(resp, self.fc.max_response_bytes)
+                        body = await self.transport.read_capped(resp, self.fc.max_response_bytes)
                     return Page(
                         url=request.url,
                         status=status,
@@ -468,65 +349,13 @@ class Fetcher(Part):
                         not_modified=status == 304,
                         etag=resp.headers.get("ETag"),
                         last_modified=resp.headers.get("Last-Modified"),
-                        links=_link_rels(resp) if "Link" in resp.headers else None,
+                        links=link_rels(resp) if "Link" in resp.headers else None,
                     )
         finally:
             m.in_flight.dec()
             m.requests.labels(source.name, request.host, status_class(status)).inc()
             m.request_duration.labels(source.name).observe(time.monotonic() - started)
             m.response_bytes.labels(source.name).inc(len(body))
-
-    async def _get_following_redirects(self, request: Request) -> aiohttp.ClientResponse:
-        """GET the URL, following redirects by hand so every hop is checked like a first
-        request: its scheme, and robots.txt of the host it leads to (aiohttp would follow
-        blindly).
-
-        As aiohttp counts them: the `max_redirects`-th redirect response is an error. The
-        conditional headers belong to the URL asked for and are not sent to other URLs.
-        """
-        opts = request.options
-        method, data, home = opts.method, opts.data, origin(request.url)
-        current, hops = request.url, 0
-        while True:
-            headers = opts.headers_for(current, home)  # secret ones: the URL's origin only
-            if current == request.url:
-                headers.update(request.headers)
-            resp = await self.session.request(
-                method,
-                current,
-                headers=headers or None,
-                data=data,
-                proxy=opts.proxy or self.fc.proxy or self._env_proxies.for_url(current),
-                allow_redirects=False,
-            )
-            if resp.status not in _REDIRECTS or "Location" not in resp.headers:
-                return resp
-            hops += 1
-            target = resp.url.join(yarl.URL(resp.headers["Location"]))
-            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                method, data = "GET", None  # as browsers do; 307/308 repeat the request
-            resp.release()
-            if hops >= self.fc.max_redirects:
-                raise FetchError(ErrorKind.REDIRECT, f"more than {hops - 1} redirects")
-            if target.scheme not in ("http", "https"):
-                raise FetchError(ErrorKind.REDIRECT, f"redirect to a {target.scheme!r} URL")
-            if (
-                resp.url.scheme == "https"
-                and target.scheme == "http"
-                and not request.source.allow_https_to_http
-            ):
-                raise FetchError(
-                    ErrorKind.REDIRECT,
-                    f"redirect from https to plain http ({target}): refused; set "
-                    f"`allow_https_to_http: true` on source {request.source.name!r} to follow it",
-                )
-            await self._check_robots(
-                request.source,
-                str(target),
-                f"{target.scheme}://{target.raw_authority}",
-                context=f"redirected to {target}: ",
-            )
-            current = str(target)
 
     async def _fetch_robots(self, url: str) -> tuple[int, bytes]:
         """GET a robots.txt: same timeouts and politeness, body truncated at its limit."""
@@ -542,58 +371,15 @@ class Fetcher(Part):
                         url,
                         allow_redirects=True,
                         max_redirects=self.fc.max_redirects,
-                        proxy=self.fc.proxy or self._env_proxies.for_url(url),
+                        proxy=self.transport.proxy_for(url),
                     ) as resp:
                         status = resp.status
                         if not 200 <= status < 300:
                             return status, b""
-                        body = await self._read_capped(resp, ROBOTS_MAX_BYTES, truncate=True)
+                        body = await self.transport.read_capped(
+                            resp, ROBOTS_MAX_BYTES, truncate=True
+                        )
                         return status, body
             finally:
                 m.requests.labels("robots", host, status_class(status)).inc()
                 m.request_duration.labels("robots").observe(time.monotonic() - started)
-
-    async def _read_capped(
-        self, resp: aiohttp.ClientResponse, cap: int, truncate: bool = False
-    ) -> bytes:
-        """Read the body, counting bytes after decompression, and stop at the cap.
-
-        aiohttp decompresses in bounded steps as we read (since 3.13.3), so a gzip bomb is
-        never expanded beyond what we have read plus one step.
-        """
-        if (
-            not truncate
-            and resp.content_length is not None
-            and resp.content_length > cap
-            and not resp.headers.get("Content-Encoding")
-        ):
-            raise FetchError(
-                ErrorKind.TOO_LARGE,
-                f"Content-Length {resp.content_length} over the cap of {cap} bytes",
-            )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            if size + len(chunk) > cap:
-                if truncate:
-                    chunks.append(chunk[: cap - size])
-                    break
-                raise FetchError(ErrorKind.TOO_LARGE, f"body over the cap of {cap} bytes")
-            chunks.append(chunk)
-            size += len(chunk)
-        # The body is copied once at most: join gives a lone chunk back as it is (a bytearray
-        # grown chunk by chunk, then turned into bytes, held it twice and copied it twice).
-        return b"".join(chunks)
-
-
-def _link_rels(resp: aiohttp.ClientResponse) -> dict[str, str] | None:
-    """The Link header's targets by relation (`rel="next last"` names two)."""
-    try:
-        links = resp.links
-    except ValueError:  # a hostile header: no links, not a failed page
-        return None
-    out: dict[str, str] = {}
-    for rel, link in links.items():
-        for name in str(rel).split():
-            out.setdefault(name.lower(), str(link.get("url")))
-    return out

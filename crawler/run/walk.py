@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 from crawler.config.discovery import BOUND, DETAIL, EXCLUDED, FEED, FRESH, LISTING, SITEMAP
 from crawler.config.sources import SourceConfig
 from crawler.errors import FetchError
-from crawler.fetch.client import Fetcher, Page
+from crawler.fetch.client import Fetcher
 from crawler.fetch.httpstate import STAMP_EVERY, Revalidation
+from crawler.fetch.transport import Page
 from crawler.observability.metrics import Metrics
 from crawler.record import Record
 from crawler.run.result import RunResult

@@ -18,11 +18,11 @@ from crawler.config.fetch import CircuitConfig
 from crawler.errors import ErrorKind, FetchError
 from crawler.fetch import robots as robots_mod
 from crawler.fetch.breaker import CircuitBreaker, State
-from crawler.fetch.client import map_aiohttp_errors, retry_after
 from crawler.fetch.content import check_content_type, choose_charset
 from crawler.fetch.httpstate import HttpState, Validators, revalidate
 from crawler.fetch.politeness import HostPacer
 from crawler.fetch.robots import RobotsCache
+from crawler.fetch.transport import map_aiohttp_errors, retry_after
 from crawler.observability.metrics import Metrics
 
 
