@@ -26,8 +26,9 @@ from crawler.observability.metrics import Metrics
 from crawler.run.pipeline import Pipeline
 from crawler.run.result import RunResult
 from crawler.storage.history import history_sources
+from crawler.storage.postgres import PostgresStore
 from crawler.storage.sink import Sink
-from crawler.storage.store import PostgresStore, make_store
+from crawler.storage.store import make_store
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from crawler.errors import CrawlerError
 from crawler.lifecycle import Part, stop_task
 from crawler.observability.metrics import Metrics
-from crawler.storage.store import PostgresStore
+from crawler.storage.postgres import PostgresStore
 
 if TYPE_CHECKING:
-    from crawler.storage.store import Connection
+    from crawler.storage.postgres import Connection
 
 log = logging.getLogger("crawler.lease")
 

@@ -27,7 +27,7 @@ from crawler.errors import SpoolFull, StoreDataError, StoreError
 from crawler.lifecycle import Part
 from crawler.record import Record, RunRow, dumps
 from crawler.sqlite import SqliteWorker, migrate_sqlite, open_sqlite, transaction
-from crawler.storage.store import SQLITE_DATA_ERRORS
+from crawler.storage.embedded import SQLITE_DATA_ERRORS
 
 SPOOL_MIGRATIONS = (
     """

@@ -233,7 +233,7 @@ PAYLOAD = 1200  # bytes of text per record: the whole table is ~125 MB of JSON
 
 def fill(dsn: str, rows: int) -> None:
     from crawler.config.storage import StorageConfig
-    from crawler.storage.store import PostgresStore
+    from crawler.storage.postgres import PostgresStore
 
     async def migrate() -> None:
         store = PostgresStore(StorageConfig(dsn=dsn))

@@ -11,7 +11,9 @@ import pytest
 
 from crawler.config.storage import StorageConfig
 from crawler.record import Record
-from crawler.storage.store import PostgresStore, SqliteStore, Store
+from crawler.storage.embedded import SqliteStore
+from crawler.storage.postgres import PostgresStore
+from crawler.storage.store import Store
 from tests.integration.test_store import Backend as StoreBackend
 
 

@@ -170,7 +170,7 @@ CREATE TRIGGER refuse_one BEFORE INSERT OR UPDATE ON scraped_data
 async def refusing_one_key(tmp_path: Path, site: Site, dsn: str) -> tuple[Path, Any]:
     """The config for `dsn`, whose database has the crawler's schema and a trigger that
     refuses BAD_KEY."""
-    from crawler.storage.store import PostgresStore
+    from crawler.storage.postgres import PostgresStore
 
     path = config_file(tmp_path, site, dsn)
     cfg = load_config(path)

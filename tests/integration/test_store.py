@@ -17,7 +17,9 @@ import pytest
 from crawler.config.storage import StorageConfig
 from crawler.errors import StoreUnavailable
 from crawler.record import Record, RunRow
-from crawler.storage.store import PostgresStore, SqliteStore, Store
+from crawler.storage.embedded import SqliteStore
+from crawler.storage.postgres import PostgresStore
+from crawler.storage.store import Store
 
 
 class Backend:
@@ -139,7 +141,7 @@ async def test_migrations_are_applied_once(backend):
         await s.close()
     assert backend.rows("select count(*) from scraped_data") == [(1,)]
     if backend.kind == "postgres":
-        from crawler.storage.store import PG_MIGRATIONS
+        from crawler.storage.postgres import PG_MIGRATIONS
 
         assert backend.rows("select version from crawler_schema_migrations order by 1") == [
             (n,) for n in range(1, len(PG_MIGRATIONS) + 1)

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from crawler.config.storage import StorageConfig
 from crawler.observability.metrics import Metrics
+from crawler.storage.postgres import PostgresStore
 from crawler.storage.retention import _PG_DELETE, Retention
-from crawler.storage.store import PostgresStore
 from tests.ops.test_dashboards import dashboards, grafana_sql, queries
 
 ROWS = 1_000_000

@@ -276,7 +276,7 @@ def test_logql_selects_only_promoted_labels() -> None:
 
 
 def pg_migrate(dsn: str) -> None:
-    from crawler.storage.store import PG_MIGRATIONS
+    from crawler.storage.postgres import PG_MIGRATIONS
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         for sql in PG_MIGRATIONS:

@@ -1,0 +1,309 @@
+"""The PostgreSQL store (`PostgresStore`, psycopg 3): the production store on the NAS, its
+versioned migrations (applied under an advisory lock, so crawlers starting together do not race),
+and which of its errors are the data's (quarantined) rather than the server's (spooled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from crawler.config.storage import StorageConfig
+from crawler.errors import StoreDataError, StoreError, StoreUnavailable
+from crawler.lifecycle import Part
+from crawler.record import Record, RunRow, dumps
+from crawler.storage import history
+
+if TYPE_CHECKING:  # psycopg is imported when first used: its import costs RSS on the Pi
+    from psycopg import AsyncConnection
+    from psycopg.rows import TupleRow
+
+    Connection = AsyncConnection[TupleRow]
+
+
+log = logging.getLogger("crawler.store")
+
+# A fixed, arbitrary advisory-lock id: "crawler migrations".
+_MIGRATION_LOCK = 7_302_150_411
+
+PG_MIGRATIONS: tuple[str, ...] = (
+    # 1: records and runs
+    """
+    CREATE TABLE scraped_data (
+        source      text        NOT NULL,
+        key         text        NOT NULL,
+        data        jsonb       NOT NULL,
+        first_seen  timestamptz NOT NULL DEFAULT now(),
+        last_seen   timestamptz NOT NULL DEFAULT now(),
+        processed   boolean     NOT NULL DEFAULT false,
+        PRIMARY KEY (source, key)
+    );
+    CREATE INDEX scraped_data_unprocessed ON scraped_data (source) WHERE NOT processed;
+    CREATE INDEX scraped_data_last_seen ON scraped_data (source, last_seen);
+    CREATE TABLE crawler_jobs (
+        id          bigserial   PRIMARY KEY,
+        run_id      uuid        UNIQUE,
+        source      text        NOT NULL,
+        instance    text        NOT NULL,
+        status      text        NOT NULL CHECK (status IN ('running', 'success', 'failure')),
+        started_at  timestamptz NOT NULL,
+        finished_at timestamptz,
+        pages       integer     NOT NULL DEFAULT 0,
+        records     integer     NOT NULL DEFAULT 0,
+        error       text
+    );
+    CREATE INDEX crawler_jobs_source_started ON crawler_jobs (source, started_at DESC);
+    """,
+    # 2: leases, so several crawlers share sources without running one twice
+    """
+    CREATE TABLE crawler_leases (
+        source     text        PRIMARY KEY,
+        holder     text        NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
+    # 3: crawler heartbeats for a fair share of leases; failed-jobs queries by finish time
+    """
+    CREATE TABLE crawler_instances (
+        holder     text        PRIMARY KEY,
+        seen_at    timestamptz NOT NULL
+    );
+    CREATE INDEX crawler_jobs_finished ON crawler_jobs (finished_at);
+    """,
+    # 4: every changed version of the records of `history: true` sources
+    history.PG_MIGRATION,
+    # 5: the Data dashboard's "new records" panels filter on first_seen (which never changes
+    # after the insert, so this index does not cost the upserts their HOT updates); retention
+    # deletes history by age
+    """
+    CREATE INDEX scraped_data_first_seen ON scraped_data (source, first_seen);
+    CREATE INDEX scraped_data_history_seen ON scraped_data_history (seen_at);
+    """,
+)
+
+# SQLSTATE classes that mean "this data", not "this connection" or "this server now": 22 data
+# exception (bad JSON, NUL, out of range), 23 integrity constraint (CHECK, NOT NULL), 54 program
+# limit (a value too big for an index), P0 PL/pgSQL (a trigger that raises). Everything else
+# (08 connection, 40 rollback, 53 resources, 57 operator, 58 system, XX internal, ...) is the
+# database's state, which a later retry may find fixed.
+PG_DATA_CLASSES = frozenset({"22", "23", "54", "P0"})
+
+
+# fn(conn, *args), run by PostgresStore.run() inside one transaction.
+Transaction = Callable[..., Awaitable[None]]
+
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS crawler_stage (ord integer, source text, key text, data jsonb)"
+    " ON COMMIT DELETE ROWS"
+)
+# DISTINCT ON: one batch may hold the same key twice, which ON CONFLICT cannot update twice;
+# the last one in the batch (the newest, e.g. when draining the spool) wins.
+_PG_UPSERT = """
+INSERT INTO scraped_data AS t (source, key, data)
+SELECT DISTINCT ON (source, key) source, key, data FROM crawler_stage
+ ORDER BY source, key, ord DESC
+ON CONFLICT (source, key) DO UPDATE
+   SET last_seen = now(),
+       processed = t.processed AND t.data = EXCLUDED.data,
+       data = EXCLUDED.data
+"""
+
+
+class PostgresStore(Part):
+    """The production store. Loses its connection gracefully: StoreUnavailable, then reconnect."""
+
+    backend = "postgres"
+    remote = True
+
+    def __init__(self, config: StorageConfig, history: frozenset[str] = frozenset()) -> None:
+        self.config = config
+        self.history = history  # sources whose changed records are kept as versions
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect and migrate; StoreUnavailable if the database cannot be reached now."""
+        async with self._lock:
+            await self._connect()
+
+    async def _connect(self) -> Connection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+
+        # storage.sslmode/sslrootcert, when set, win over the same parameters in the DSN.
+        tls: dict[str, str] = {}
+        if self.config.sslmode is not None:
+            tls["sslmode"] = self.config.sslmode
+        if self.config.sslrootcert is not None:
+            tls["sslrootcert"] = str(self.config.sslrootcert)
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                make_conninfo(self.config.dsn or "", **tls),
+                password=self.config.password,
+                connect_timeout=max(1, int(self.config.connect_timeout)),
+                autocommit=False,
+                application_name="crawler",
+                # Notice a dead peer in about a minute rather than TCP's quarter of an hour.
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+            )
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        try:
+            # A record counts as stored when its commit returns, so that commit must be durable
+            # whatever the server's default (with `off`, a crash right after it can lose it).
+            await conn.execute("SET synchronous_commit TO on")
+            await self._migrate(conn)
+            await conn.execute(_PG_STAGE)
+            await conn.commit()
+        except psycopg.OperationalError as exc:
+            await conn.close()
+            raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            await conn.close()
+            raise StoreError(f"migrating PostgreSQL failed: {_first_line(exc)}") from exc
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    async def _migrate(conn: Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS crawler_schema_migrations"
+                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute(
+                "SELECT coalesce(max(version), 0) FROM crawler_schema_migrations"
+            )
+            row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            for number, sql in enumerate(PG_MIGRATIONS, start=1):
+                if number > current:
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO crawler_schema_migrations (version) VALUES (%s)", (number,)
+                    )
+                    log.info("applied migration", extra={"version": number})
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+    async def run(self, fn: Transaction, *args: Any) -> None:
+        """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge.
+
+        Bounded by `write_timeout`: a NAS that vanished from the Wi-Fi leaves a socket that
+        TCP would retry for many minutes, while the spool could have taken the batch at once.
+        """
+        import psycopg
+
+        async with self._lock:
+            conn = await self._connect()
+            try:
+                await asyncio.wait_for(
+                    self._transaction(conn, fn, *args), timeout=self.config.write_timeout
+                )
+            except asyncio.TimeoutError as exc:
+                await self._drop()
+                raise StoreUnavailable(
+                    f"PostgreSQL did not answer within {self.config.write_timeout:g}s"
+                ) from exc
+            except psycopg.OperationalError as exc:
+                await self._drop()
+                raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+            except psycopg.Error as exc:
+                if conn.closed or conn.broken:
+                    await self._drop()
+                    raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc
+                if _is_data_error(exc):
+                    raise StoreDataError(
+                        f"PostgreSQL refused the batch: {_first_line(exc)}"
+                    ) from exc
+                raise StoreError(f"PostgreSQL rejected the batch: {_first_line(exc)}") from exc
+            except UnicodeError as exc:  # text psycopg cannot encode (a lone surrogate)
+                raise StoreDataError(f"PostgreSQL refused the batch: {exc}") from exc
+            except OSError as exc:
+                await self._drop()
+                raise StoreUnavailable(f"PostgreSQL went away: {exc}") from exc
+
+    @staticmethod
+    async def _transaction(conn: Connection, fn: Transaction, *args: Any) -> None:
+        async with conn.transaction():
+            await fn(conn, *args)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # already broken; closing is best effort
+                log.debug("closing a broken connection failed", exc_info=True)
+
+    async def _write_records(self, conn: Connection, records: Sequence[Record]) -> None:
+        async with conn.cursor() as cur:
+            async with cur.copy("COPY crawler_stage (ord, source, key, data) FROM STDIN") as copy:
+                for i, r in enumerate(records):
+                    await copy.write_row((i, r.source, r.key, dumps(r.data)))
+            versioned = history.wanted(self.history, {r.source for r in records})
+            if versioned:
+                await cur.execute(history.PG_INSERT, (versioned,))
+            await cur.execute(_PG_UPSERT)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        if records:
+            await self.run(self._write_records, records)
+
+    @staticmethod
+    async def _write_run(conn: Connection, run: RunRow) -> None:
+        await conn.execute(
+            "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
+            " pages, records, error) VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s),"
+            " %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
+            (
+                run.run_id,
+                run.source,
+                run.instance,
+                run.status,
+                run.started_at,
+                run.finished_at,
+                run.pages,
+                run.records,
+                run.error,
+            ),
+        )
+
+    async def write_run(self, run: RunRow) -> None:
+        await self.run(self._write_run, run)
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now."""
+
+        async def _select(conn: Connection) -> None:
+            await conn.execute("SELECT 1")
+
+        await self.run(_select)
+
+
+def _is_data_error(exc: Exception) -> bool:
+    """The server refused the data (by SQLSTATE class), or psycopg did before sending it (a
+    DataError without SQLSTATE, e.g. NUL in a text value)."""
+    import psycopg
+
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in PG_DATA_CLASSES
+    return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
