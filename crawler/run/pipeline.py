@@ -22,8 +22,9 @@ from crawler.errors import CrawlerError, ErrorKind, SecretUnavailable
 from crawler.fetch.client import Fetcher
 from crawler.observability.metrics import Metrics
 from crawler.record import Record, RunRow
+from crawler.run.plan import SourcePlan
 from crawler.run.result import RunResult
-from crawler.run.walk import SourcePlan, Walk
+from crawler.run.walk import Walk
 from crawler.storable import clean_text
 from crawler.storage.sink import Sink
 

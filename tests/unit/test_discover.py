@@ -21,13 +21,11 @@ from crawler.config.discovery import (
     PaginateConfig,
     SitemapConfig,
 )
+from crawler.run.frontier import Frontier, Group, Task
 from crawler.sources.discover import (
     Chain,
-    Frontier,
-    Group,
     LinkFilter,
     Paginator,
-    Task,
     absolute,
     compile_links,
     with_query,
