@@ -1,3 +1,5 @@
+"""`python -m crawler`: the same command line as the `crawler` script."""
+
 from __future__ import annotations
 
 from crawler.cli import main

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from crawler import __version__
 from crawler.config.root import Config, load_config
-from crawler.errors import ConfigError, CrawlerError, StoreUnavailable
-from crawler.observability.logs import is_terminal, setup_logging
-
-if TYPE_CHECKING:
-    from crawler.run.result import RunResult
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+from crawler.errors import EXIT_CONFIG, EXIT_FAILED, ConfigError, CrawlerError
+from crawler.observability.logs import setup_logging
 
 log = logging.getLogger("crawler.cli")
 
@@ -118,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(config)
         if args.command == "once":
-            return _once(config, args.sources)
+            from crawler.commands.once import command as once
+
+            return once(config, args.sources)
         if args.command == "preview":
             from crawler.commands.preview import command as preview
 
@@ -139,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from crawler.commands.quarantine import command as quarantine
 
             return asyncio.run(quarantine(config, args.action or "count"))
-        return _spool(config, args.drain)
+        from crawler.commands.spool import command as spool
+
+        return spool(config, args.drain)
     except KeyboardInterrupt:
         return 130
     except CrawlerError as exc:
@@ -153,71 +149,3 @@ def _run(config: Config) -> int:
 
     asyncio.run(Service(config).serve())
     return 0
-
-
-def _once(config: Config, names: list[str]) -> int:
-    from crawler.service import Service
-
-    unknown = [n for n in names if n not in {s.name for s in config.sources}]
-    if unknown:
-        print(f"crawler: unknown source(s): {', '.join(unknown)}", file=sys.stderr)
-        return EXIT_CONFIG
-    # Progress and the summary table are for a person at a terminal; a pipe, cron or systemd
-    # gets the JSON log lines, which say the same.
-    on_terminal = is_terminal(sys.stderr)
-
-    async def go() -> list[RunResult]:
-        service = Service(config)
-        watcher = None
-        if on_terminal:
-            from crawler.commands.once import Progress
-
-            chosen = [config.source(n) for n in names] or [s for s in config.sources if s.enabled]
-            progress = Progress(sys.stderr, chosen, service.metrics.registry)
-            watcher = asyncio.create_task(progress.run())
-        try:
-            return await service.once(names)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-
-    results = asyncio.run(go())
-    if on_terminal:
-        from crawler.commands.once import summary
-
-        for line in summary(results):
-            print(line, file=sys.stderr)
-    return 0 if all(r.ok for r in results) else EXIT_FAILED
-
-
-def _spool(config: Config, drain: bool) -> int:
-    from crawler.observability.metrics import Metrics
-    from crawler.storage.sink import Sink
-
-    if not config.storage.dsn:
-        print(
-            "crawler: no spool: the embedded SQLite store is in use (no storage.dsn)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-
-    async def go() -> int:
-        sink = Sink(config, Metrics())
-        await sink.open(drainer=False)
-        try:
-            assert sink.spool is not None
-            before = sink.spool.stats()
-            print(json.dumps({"spool": before, "database_up": sink.db_up}))
-            if drain:
-                try:
-                    moved = await sink.drain()
-                except StoreUnavailable as exc:
-                    print(f"crawler: cannot drain: {exc}", file=sys.stderr)
-                    return EXIT_FAILED
-                print(json.dumps({"drained": moved, "spool": sink.spool.stats()}))
-            return 0
-        finally:
-            await sink.close()
-
-    return asyncio.run(go())

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import enum
 
+# The command line's exit statuses (0: success).
+EXIT_FAILED = 1  # a run failed, or the command could not do its work
+EXIT_CONFIG = 2  # the configuration or the arguments are wrong
+
 
 class ErrorKind(str, enum.Enum):
     """Why a fetch failed; used alike as the `error_kind` log field and metric label."""

@@ -18,10 +18,12 @@ PACKAGE = ROOT / "crawler"
 MAX_LINES = 400
 
 # Top to bottom: a module may import from its own layer and from the layers below it only.
-# `crawler/` itself holds the process (cli, service) at the top and the shared leaves at the bottom.
+# `crawler/` itself holds the command line at the top, the service (the parts started in order,
+# which `crawler once` uses too) under the commands, and the shared leaves at the bottom.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("crawler.cli", "crawler.service", "crawler.__main__"),
+    ("crawler.cli", "crawler.__main__"),
     ("crawler.commands",),
+    ("crawler.service",),
     ("crawler.run",),
     ("crawler.render",),
     ("crawler.sources",),
@@ -88,12 +90,11 @@ def layer_of(module: str) -> int:
 
 def package_of(module: str) -> str:
     """The package a module belongs to for the package-level checks; `crawler/`'s own modules
-    are two groups, the process at the top (`crawler:process`) and the leaves at the bottom
-    (`crawler:leaves`)."""
+    count as one group per layer (`crawler:0` the command line, …, the leaves last)."""
     parts = module.split(".")
     if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
         return ".".join(parts[:2])
-    return "crawler:process" if layer_of(module) == 0 else "crawler:leaves"
+    return f"crawler:{layer_of(module)}"
 
 
 def upward_imports(g: dict[str, set[str]]) -> Iterator[tuple[str, str]]:

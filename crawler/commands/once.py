@@ -1,4 +1,5 @@
-"""Live progress of `crawler once` on a terminal, and its closing summary table.
+"""`crawler once -c FILE [SOURCE…]`: run sources once (`command`); at a terminal, live progress
+per source and a closing summary table.
 
 One line per source, redrawn a few times a second on stderr: pages done of the pages known at
 the start, records extracted, pages failed, and whether the run is still going. The figures are
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +23,10 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
+from crawler.config.root import Config
 from crawler.config.sources import SourceConfig
+from crawler.errors import EXIT_CONFIG, EXIT_FAILED
+from crawler.observability.logs import is_terminal
 from crawler.run.result import RunResult
 
 INTERVAL = 0.25  # seconds between redraws
@@ -145,3 +150,36 @@ def _width(stream: TextIO) -> int:
     except (OSError, ValueError, AttributeError):
         columns = 0
     return columns if columns > 0 else 80  # a pty nobody sized says 0
+
+
+def command(config: Config, names: list[str]) -> int:
+    """`crawler once -c FILE [SOURCE…]`: run the sources once; exit 1 when any run failed."""
+    from crawler.service import Service
+
+    unknown = [n for n in names if n not in {s.name for s in config.sources}]
+    if unknown:
+        print(f"crawler: unknown source(s): {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_CONFIG
+    # Progress and the summary table are for a person at a terminal; a pipe, cron or systemd
+    # gets the JSON log lines, which say the same.
+    on_terminal = is_terminal(sys.stderr)
+
+    async def go() -> list[RunResult]:
+        service = Service(config)
+        watcher = None
+        if on_terminal:
+            chosen = [config.source(n) for n in names] or [s for s in config.sources if s.enabled]
+            progress = Progress(sys.stderr, chosen, service.metrics.registry)
+            watcher = asyncio.create_task(progress.run())
+        try:
+            return await service.once(names)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    results = asyncio.run(go())
+    if on_terminal:
+        for line in summary(results):
+            print(line, file=sys.stderr)
+    return 0 if all(r.ok for r in results) else EXIT_FAILED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,9 @@ if TYPE_CHECKING:  # psycopg is imported when first used: its import costs RSS o
     Connection = AsyncConnection[TupleRow]
 
 
-from crawler.storage.store import iso as _iso
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
     """

@@ -14,15 +14,10 @@ advisory lock so several crawlers starting together do not race.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Protocol
 
 from crawler.config.storage import StorageConfig
 from crawler.record import Record, RunRow
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
 class Store(Protocol):

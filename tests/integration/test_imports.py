@@ -27,11 +27,12 @@ NOT_FOR_ONCE = (
     "bcrypt",
     "protego",
     "difflib",
-    "crawler.server",
-    "crawler.schedule",
-    "crawler.lease",
-    "crawler.retention",
-    "crawler.systemd",
+    "crawler.observability.server",
+    "crawler.observability.webauth",
+    "crawler.run.schedule",
+    "crawler.run.lease",
+    "crawler.storage.retention",
+    "crawler.observability.systemd",
     "parsel",
     "parsel.selector",
     "w3lib",
@@ -68,6 +69,15 @@ def test_once_leaves_the_server_scheduler_and_unused_libraries_unimported(
     assert finished[0]["records"] == 60  # the run did its work: 3 pages x 20 quotes
     modules = set(json.loads(modules_file.read_text()))
     # The parts the run used are there (so the check below is not vacuous) …
-    assert {"aiohttp", "psycopg", "selectolax.lexbor", "crawler.pipeline"} <= modules
+    assert {"aiohttp", "psycopg", "selectolax.lexbor", "crawler.run.pipeline"} <= modules
     # … and the others are not.
     assert sorted(modules.intersection(NOT_FOR_ONCE)) == []
+
+
+def test_every_crawler_module_named_here_exists() -> None:
+    """A module renamed or moved must not make the check above pass vacuously."""
+    from tests import layout
+
+    known = set(layout.modules())
+    named = {m for m in NOT_FOR_ONCE if m.startswith("crawler.")}
+    assert named and named <= known, sorted(named - known)
