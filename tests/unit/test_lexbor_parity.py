@@ -248,7 +248,11 @@ def test_every_selector_of_the_suite_is_checked() -> None:
     found: set[str] = set()
     for folder in ("tests", "examples", "docs", "bench"):
         for path in (ROOT / folder).rglob("*"):
-            if path.suffix not in (".py", ".md", ".yaml", ".yml", ".sh") or path == Path(__file__):
+            # test_css.py holds the translator's corners (refusals among them), not extraction.
+            if path.suffix not in (".py", ".md", ".yaml", ".yml", ".sh") or path in (
+                Path(__file__),
+                Path(__file__).with_name("test_css.py"),
+            ):
                 continue
             for m in pattern.finditer(path.read_text(errors="replace")):
                 sel = f"{m.group(1).strip()}::{m.group(2)}".lstrip(":' ")
