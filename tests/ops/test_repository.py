@@ -7,7 +7,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from tests.helpers import require
@@ -114,3 +116,28 @@ def test_bench_runs_from_the_repository() -> None:
     assert "600 rows in scraped_data, 1/1 runs succeeded" in proc.stdout
     assert "PROBLEM" not in proc.stderr
     assert left == []  # its work folder and PostgreSQL cluster are gone
+
+
+def test_a_wheel_built_from_a_fresh_clone_holds_every_module(tmp_path: Path) -> None:
+    """pyproject.toml finds every package of the layout: the wheel a user's `pip install .`
+    builds from a clone has every tracked module of crawler/ and exporters/ (issue 23)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    tracked = {
+        p.relative_to(clone).as_posix()
+        for folder in ("crawler", "exporters")
+        for p in (clone / folder).rglob("*.py")
+    }
+    assert {"crawler/cli.py", "crawler/fetch/transport.py", "crawler/config/css.py"} <= tracked
+    out = tmp_path / "wheel"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(clone)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = out.glob("pi_crawler-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        packed = {n for n in zf.namelist() if n.endswith(".py")}
+    assert sorted(tracked - packed) == []
