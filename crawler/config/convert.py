@@ -1,7 +1,7 @@
 """Value converters for the configuration: a raw YAML value in, a typed value out.
 
 Each converter raises `ValueError` with a message written for the user; the loader
-(`crawler/configfile.py`) turns it into `FILE:LINE: key: message`. Converters are plain
+(`crawler/config/loader.py`) turns it into `FILE:LINE: key: message`. Converters are plain
 functions (or small factories returning one), so a config declaration names its converter and a
 test can call it alone. Nothing here imports the rest of the crawler: selector and cron syntax
 checks import their libraries lazily, so `crawler check` stays light and no import circle forms.

@@ -1,4 +1,4 @@
-"""docs/config.md's key tables, made from the declarations in `crawler/config.py`.
+"""docs/config.md's key tables, made from the declarations in `crawler/config/`.
 
 A table stands between `<!-- keys: PATH -->` and `<!-- /keys -->`, where PATH is a dotted path
 of sections from the top (`storage`, `fetch`, `sources`, `sources.fields`; empty for the top

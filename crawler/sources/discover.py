@@ -1,4 +1,5 @@
-"""Discovery inside one run: pagination chains, links to follow, and the run's frontier.
+"""Discovery inside one run: pagination chains and links to follow (the run's frontier that
+holds what they find is crawler/run/frontier.py).
 
 A run starts from its seeds (start URLs, a sitemap, a feed) and finds more URLs as it goes:
 the next page of a listing (`paginate`) and the detail pages a listing links to (`follow`).

@@ -8,7 +8,7 @@ modules call it only for batches that hold a history source's records, so source
 history pay nothing.
 
 The table grows by one row per change; `storage.history_retention` (default a year) bounds it:
-`crawler/retention.py` deletes older versions hourly, in small batches.
+`crawler/storage/retention.py` deletes older versions hourly, in small batches.
 """
 
 from __future__ import annotations

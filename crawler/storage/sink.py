@@ -14,7 +14,7 @@ transaction that holds it has committed. At the spool's cap a batch is refused: 
 raised to the run, logged at ERROR and counted in `crawler_records_refused_total`.
 
 A batch that the store or the spool refuses for its data (StoreDataError) is bisected: the
-records they take are stored, each refused one is quarantined alone (crawler/quarantine.py),
+records they take are stored, each refused one is quarantined alone (crawler/storage/quarantine.py),
 both when writing directly and when draining, so one poisoned record never jams a source or
 the drain.
 """

@@ -1,4 +1,4 @@
-"""The crawler's /metrics behind basic auth and TLS (crawler/webauth.py), scraped by a real
+"""The crawler's /metrics behind basic auth and TLS (crawler/observability/webauth.py), scraped by a real
 Prometheus that sends the password and trusts the certificate, as the NAS's does."""
 
 from __future__ import annotations

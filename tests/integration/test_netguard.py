@@ -1,4 +1,4 @@
-"""No way into the LAN through the crawler (crawler/netguard.py), with real sites and a real crawl.
+"""No way into the LAN through the crawler (crawler/fetch/netguard.py), with real sites and a real crawl.
 
 Two aiohttp sites play two machines: the source's own site on 127.0.0.1, written in the
 configuration and so trusted, and a second one on 127.0.0.2 that nothing in the configuration

@@ -1,4 +1,4 @@
-"""The /metrics body (crawler/exposition.py) is what prometheus_client's `generate_latest` renders:
+"""The /metrics body (crawler/observability/exposition.py) is what prometheus_client's `generate_latest` renders:
 byte for byte on registries whose values hold still, family for family (parsed by
 prometheus_client's own parser) on the crawler's registry. These fail if prometheus_client's
 internals change under the fast path; the fallback to `generate_latest` is tested too."""

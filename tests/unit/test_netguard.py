@@ -1,4 +1,4 @@
-"""Which addresses are public (crawler/netguard.py), which a source trusts, and the config keys."""
+"""Which addresses are public (crawler/fetch/netguard.py), which a source trusts, and the config keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Basic auth for the crawler's endpoints (crawler/webauth.py): the web-config file and checks."""
+"""Basic auth for the crawler's endpoints (crawler/observability/webauth.py): the web-config file and checks."""
 
 from __future__ import annotations
 
