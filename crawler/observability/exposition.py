@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("crawler.exposition")
 
 _FAST_TYPES = (Counter, Gauge, Histogram)
 _NEG_INF = -math.inf
