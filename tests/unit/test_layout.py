@@ -49,3 +49,44 @@ def test_every_module_says_what_it_owns_and_packages_hold_only_that() -> None:
         assert ast.get_docstring(tree), f"{name} has no docstring"
         if path.name == "__init__.py" and name != "crawler":
             assert len(tree.body) == 1, f"{path} holds more than its docstring"
+
+
+# The logger names before the move (issue 23): users' Loki queries, dashboards and alert rules
+# select on them, so they stay whatever a module's path becomes.
+LOGGERS = {
+    "crawler.breaker",
+    "crawler.cli",
+    "crawler.export",
+    "crawler.exposition",
+    "crawler.fetch",
+    "crawler.fields",
+    "crawler.httpstate",
+    "crawler.lease",
+    "crawler.pipeline",
+    "crawler.quarantine",
+    "crawler.retention",
+    "crawler.robots",
+    "crawler.schedule",
+    "crawler.service",
+    "crawler.sink",
+    "crawler.store",
+    "crawler.systemd",
+}
+
+
+def test_logger_names_do_not_follow_module_paths() -> None:
+    found: set[str] = set()
+    for name, path in layout.modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "getLogger"
+                and node.args
+            ):
+                arg = node.args[0]
+                assert isinstance(arg, ast.Constant), f"{name}: a logger named by an expression"
+                found.add(arg.value)
+    assert LOGGERS <= found
+    # New loggers are named like the old ones: `crawler.<concept>`, not a module path.
+    assert all(n.count(".") == 1 and n.startswith("crawler.") for n in found), sorted(found)
