@@ -7,6 +7,7 @@ Labels are bounded by the configuration: source names, hosts named in configured
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from collections.abc import Callable, Iterable
 
@@ -17,14 +18,13 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
 
 from crawler import __version__
 from crawler.config.discovery import SKIP_REASONS
+from crawler.observability.pullgauges import PullGauges
 
 # Pages on a home connection take 100 ms to several seconds; a Pi adds parse time on top. The
 # overview dashboard draws this one's p50 and p95 per source: 8 buckets are enough for that
@@ -35,32 +35,16 @@ REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # series (each series is formatted on every scrape, per source for runs).
 RUN_BUCKETS = (60.0, 600.0)
 STORE_BUCKETS = (0.05, 0.25, 1.0, 5.0)
+# A render (the page and every request its scripts make, fetched by the crawler) takes seconds to
+# tens of seconds, 30 s at most by default: 4 buckets give the overview's p50/p95 per source.
+RENDER_BUCKETS = (1.0, 3.0, 10.0, 30.0)
+# The bounded values of the login and render counters' labels, all created at 0 per source.
+LOGIN_RESULTS = ("ok", "failed")
+RENDER_OUTCOMES = ("fetched", "blocked", "refused")
 
 
 def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status and 100 <= status < 600 else "none"
-
-
-class _PullGauges(Collector):
-    """Gauges computed at scrape time (spool depth, oldest age, ...) from registered callbacks."""
-
-    def __init__(self) -> None:
-        self.callbacks: dict[str, tuple[str, Callable[[], float | None]]] = {}
-
-    def add(self, name: str, help_text: str, fn: Callable[[], float | None]) -> None:
-        self.callbacks[name] = (help_text, fn)
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        for name, (help_text, fn) in list(self.callbacks.items()):
-            try:
-                value = fn()
-            except Exception:  # a scrape must never fail because one reading did
-                value = None
-            if value is not None:
-                yield GaugeMetricFamily(name, help_text, value=value)
-
-    def describe(self):  # type: ignore[no-untyped-def]
-        return []
 
 
 class Metrics:
@@ -285,7 +269,34 @@ class Metrics:
             ["source", "bound"],
             registry=r,
         )
-        self.pull = _PullGauges()
+        # Sessions (`login`), rendering (`render`; crawler_browser_up: watch_browser()), reloads.
+        self.logins = Counter(
+            "crawler_source_logins", "Logins by result.", ["source", "result"], registry=r
+        )
+        self.session_age = Gauge(
+            "crawler_source_session_age_seconds", "Session age.", ["source"], registry=r
+        )
+        self.render_duration = Histogram(
+            "crawler_render_seconds",
+            "Time to render one page in the browser, its intercepted requests included.",
+            ["source"],
+            buckets=RENDER_BUCKETS,
+            registry=r,
+        )
+        self.render_requests = Counter(
+            "crawler_render_requests", "Requests by outcome.", ["source", "outcome"], registry=r
+        )
+        self.config_reload_ok = Gauge(
+            "crawler_config_last_reload_successful", "0 if the last reload was refused.", registry=r
+        )
+        self.config_reload_ok.set(1)
+        self.config_loaded_at = Gauge(
+            "crawler_config_last_reload_success_timestamp_seconds", "Load time.", registry=r
+        )
+        self.config_info = Gauge(
+            "crawler_config_info", "The running configuration's hash.", ["hash"], registry=r
+        )
+        self.pull = PullGauges()
         r.register(self.pull)
 
     def init_fields(self, source: str, fields: Iterable[str], required: bool) -> None:
@@ -364,3 +375,24 @@ class Metrics:
         for host in hosts:
             # CrawlerCircuitOpen reads increase() of the openings: at 0, the first one counts.
             self.circuit_transitions.labels(host, "open")
+
+    def init_login(self, source: str) -> None:
+        """Create a source's login counters at 0 (CrawlerSourceLoginFailing reads increase())."""
+        for result in LOGIN_RESULTS:
+            self.logins.labels(source, result)
+
+    def init_render(self, source: str) -> None:
+        """Create a rendering source's request counters at 0, one per outcome."""
+        for outcome in RENDER_OUTCOMES:
+            self.render_requests.labels(source, outcome)
+
+    def watch_browser(self, up: Callable[[], bool]) -> None:
+        """crawler_browser_up at scrape time; only with a `browser` (none: no gauge to be 0)."""
+        self.pull.add("crawler_browser_up", "1 if the browser last answered.", lambda: float(up()))
+
+    def config_loaded(self, text: str, at: float) -> None:
+        """The file `text` now runs, loaded at `at`; its hash: SHA-256's first 12 hex digits."""
+        self.config_info.clear()
+        self.config_info.labels(hashlib.sha256(text.encode()).hexdigest()[:12]).set(1)
+        self.config_loaded_at.set(at)
+        self.config_reload_ok.set(1)
