@@ -41,6 +41,7 @@ class ErrorKind(str, enum.Enum):
     BLOCKED_ADDRESS = "blocked_address"
     STORAGE = "storage"
     SECRET = "secret"  # a source's header file, token or password unreadable: the run fails
+    LOGIN = "login"  # a source's login failed, or its session ended and no login is left
     INTERNAL = "internal"  # an exception no layer expected (a bug): the run fails, not the process
 
     def __str__(self) -> str:
@@ -106,3 +107,12 @@ class SpoolFull(CrawlerError):
 
 class SecretUnavailable(CrawlerError):
     """Raised when a source's header file, token or password cannot be read for a run."""
+
+
+class LoginFailed(CrawlerError):
+    """Raised when a source's login fails (refused, wrong password, form not found, `logged_in`
+    absent): the run fails as `login`. The message names the URL and the check, never a secret."""
+
+    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        self.url, self.reason, self.status = url, reason, status
+        super().__init__(f"login at {url} failed: {reason}")

@@ -51,6 +51,7 @@ class Preview:
     failed: list[tuple[str, str]] = field(default_factory=list)
     next_page: str | None = None
     engine: str = ""  # html: which parser read the page (lexbor or lxml)
+    login: str = ""  # with a `login`: as whom, and the session's cookie names (never values)
 
 
 def preview_config(config: Config) -> Config:
@@ -73,7 +74,13 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
     result = Preview(source=source.name, url=target)
     config = preview_config(config)
     started = time.monotonic()
-    async with Fetcher(config, Metrics(CollectorRegistry())) as fetcher:
+    # A real login when the source has one, but no stored session is read or written.
+    async with Fetcher(config, Metrics(CollectorRegistry()), keep_sessions=False) as fetcher:
+        fetcher.begin_run(source)
+        await fetcher.log_in(source)
+        session = fetcher.sessions.get(source.name)
+        if source.login is not None and session is not None:
+            result.login = session.describe()
         page = await fetcher.fetch(source, target)
         result.status, result.size = page.status, len(page.body)
         if source.follow is None:
@@ -183,7 +190,7 @@ def summary(result: Preview, source: SourceConfig) -> list[str]:
     """The closing lines: where the records came from, and what was missing."""
     shown = len(result.records)
     more = f" (showing {shown})" if shown < result.total else ""
-    lines = []
+    lines = [result.login] if result.login else []
     if source.follow is not None:
         followed = sum(1 for _, why in result.links if why is None)
         lines.append(
@@ -239,7 +246,7 @@ def command(config: Config, name: str, url: str | None, limit: int, as_json: boo
     import sys
     from urllib.parse import urlsplit
 
-    from crawler.errors import FetchError
+    from crawler.errors import FetchError, LoginFailed, SecretUnavailable
 
     try:
         source = config.source(name)
@@ -256,6 +263,9 @@ def command(config: Config, name: str, url: str | None, limit: int, as_json: boo
         result = asyncio.run(preview(config, source, url, limit))
     except FetchError as exc:
         print(f"crawler: {url or source.urls[0]}: {exc}", file=sys.stderr)
+        return 1
+    except (LoginFailed, SecretUnavailable) as exc:
+        print(f"crawler: {exc}", file=sys.stderr)
         return 1
     names = [f.name for f in source.fields]
     if as_json:

@@ -25,6 +25,7 @@ from crawler.config.loader import (
     section,
     setting,
 )
+from crawler.config.login import LoginConfig
 from crawler.config.request import RequestConfig
 from crawler.config.selectors import check_selector
 
@@ -106,6 +107,17 @@ class SourceConfig:
         "how the URLs are requested: method, body, headers, auth, proxy (below)",
         optional=True,
     )
+    cookies: bool = setting(
+        True,
+        cv.boolean,
+        "keep the cookies pages set, within the run (RFC 6265; public-suffix domains refused); "
+        "`false`: none kept or sent",
+    )
+    login: LoginConfig | None = section(
+        LoginConfig,
+        "log in before the first page; the session is kept across runs (below)",
+        optional=True,
+    )
     user_agent: str | None = setting(
         None,
         cv.string,
@@ -172,6 +184,8 @@ class SourceConfig:
         for k in self.key:
             if k not in names:
                 yield "key", f"{k!r} is not one of the fields"
+        if self.login is not None and not self.login.is_json and not self.cookies:
+            yield "cookies", "a form login keeps its session in cookies: remove `cookies: false`"
 
     @property
     def hosts(self) -> frozenset[str]:

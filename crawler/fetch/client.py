@@ -31,7 +31,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver
 
@@ -42,11 +41,13 @@ from crawler.errors import ErrorKind, FetchError
 from crawler.fetch.breaker import Breakers, CircuitBreaker
 from crawler.fetch.content import check_content_type, choose_charset
 from crawler.fetch.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators, revalidate
+from crawler.fetch.login import Login
 from crawler.fetch.netguard import SourcePolicy, guarding
 from crawler.fetch.politeness import HostPacer
 from crawler.fetch.request import PLAIN, Prepared, prepare
 from crawler.fetch.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from crawler.fetch.robots import RobotsCache, RobotsPolicy
+from crawler.fetch.sessions import RunSession, Sessions
 from crawler.fetch.transport import (
     Page,
     Transport,
@@ -59,9 +60,6 @@ from crawler.lifecycle import Part
 from crawler.observability.metrics import Metrics, status_class
 
 log = logging.getLogger("crawler.fetch")
-
-_CHUNK = 64 * 1024
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # Failures worth another attempt: the host or the network may be fine a moment later. A 4xx,
 # a body over the cap or of the wrong type will be the same next time. (429 is a 4xx that is
@@ -83,6 +81,7 @@ class Request:
     delay: float  # the politeness gap for the host (Crawl-delay included)
     breaker: CircuitBreaker
     options: Prepared = PLAIN  # the source's method, body, headers, proxy for this run
+    session: RunSession | None = None  # the run's cookies and login token
 
 
 class Fetcher(Part):
@@ -93,6 +92,7 @@ class Fetcher(Part):
         config: Config,
         metrics: Metrics,
         resolver: AbstractResolver | None = None,
+        keep_sessions: bool = True,  # False: log in afresh, store no session (preview)
     ) -> None:
         self.config, self.fc, self.metrics = config, config.fetch, metrics
         # Where each source may connect (crawler.netguard); `resolver` replaces DNS (tests).
@@ -110,14 +110,22 @@ class Fetcher(Part):
         self.state: HttpState | None = None
         self._requests: dict[str, Prepared] = {}  # per source: this run's request options
         self._plain = prepare(None, None, self.fc.proxy)  # the rest: a GET, proxy passwords
+        # Per source run: its cookies and login; kept across runs under <state_dir>/sessions.
+        self.sessions = Sessions(metrics, config.state_dir, keep_sessions, self._send_login)
 
     def begin_run(self, source: SourceConfig) -> None:
-        """Prepare the source's request options for a run (reads its header file and secrets
-        now, once per run); raise SecretUnavailable when one cannot be read."""
+        """Prepare the source's request options (header file and secrets read now, once per
+        run: SecretUnavailable) and session (a fresh cookie jar, until `sessions.end()`)."""
+        self.sessions.begin(source)
         if source.request is None and source.user_agent is None:
             self._requests.pop(source.name, None)
             return
         self._requests[source.name] = prepare(source.request, source.user_agent, self.fc.proxy)
+
+    async def log_in(self, source: SourceConfig) -> None:
+        """Before a run's first page: its stored session, or a login (raise LoginFailed)."""
+        with guarding(self.policies.get(source.name) or SourcePolicy.of(source, self.config)):
+            await self.sessions.log_in(source)
 
     def _options(self, source: SourceConfig) -> Prepared:
         return self._requests.get(source.name, self._plain)
@@ -143,10 +151,6 @@ class Fetcher(Part):
         finally:
             await self.transport.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        return self.transport.session
-
     # -- the fetch -----------------------------------------------------------------------------
 
     async def fetch(self, source: SourceConfig, url: str, *, conditional: bool = True) -> Page:
@@ -156,7 +160,15 @@ class Fetcher(Part):
         are due to be read again); its validators are still kept for the commit."""
         policy = self.policies.get(source.name) or SourcePolicy.of(source, self.config)
         with guarding(policy):  # every connection below, robots.txt's too, is judged by it
-            return await self._fetch(source, url, conditional)
+            fetch = functools.partial(self._fetch, source, url, conditional)
+            return await self.sessions.fetch(source, url, fetch)
+
+    async def _send_login(self, source: SourceConfig, how: Login) -> Page:
+        """One request of a login, through steps 1-4 like any page (never conditional)."""
+        request = await self._prepare(dataclasses.replace(source, parser=how.parser), how.url)
+        secrets = request.session.secrets() if request.session is not None else ()
+        opts = how.options(request.options, secrets)
+        return await self._with_retries(dataclasses.replace(request, options=opts))
 
     async def robots_policy(self, source: SourceConfig, origin: str) -> RobotsPolicy:
         """robots.txt of `origin`, fetched (if not cached) as `source` may connect."""
@@ -221,7 +233,8 @@ class Fetcher(Part):
         crawl_delay = policy.crawl_delay(agent) if policy is not None else None
         if crawl_delay:
             delay = max(delay, min(crawl_delay, self.fc.crawl_delay_max))
-        return Request(source, url, host, {}, delay, breaker, self._options(source))
+        opts, session = self._options(source), self.sessions.get(source.name)
+        return Request(source, url, host, {}, delay, breaker, opts, session)
 
     async def _check_hop(self, source: SourceConfig, target: yarl.URL) -> None:
         """A redirect's target is checked like a first request: robots.txt of its host."""
@@ -332,6 +345,7 @@ class Fetcher(Part):
                     allow_https_to_http=request.source.allow_https_to_http,
                     source_name=request.source.name,
                     check_hop=functools.partial(self._check_hop, request.source),
+                    session=request.session,
                 ) as resp:
                     status = resp.status
                     raise_for_status(resp)
@@ -350,6 +364,7 @@ class Fetcher(Part):
                         etag=resp.headers.get("ETag"),
                         last_modified=resp.headers.get("Last-Modified"),
                         links=link_rels(resp) if "Link" in resp.headers else None,
+                        final_url=str(resp.url) if str(resp.url) != request.url else None,
                     )
         finally:
             m.in_flight.dec()
@@ -367,7 +382,7 @@ class Fetcher(Part):
             await self.pacer.wait(host, self.fc.politeness_delay)
             try:
                 with map_aiohttp_errors():
-                    async with self.session.get(
+                    async with self.transport.session.get(
                         url,
                         allow_redirects=True,
                         max_redirects=self.fc.max_redirects,

@@ -91,6 +91,7 @@ class SourcePolicy:
             sitemap.site if sitemap is not None else None,
             config.fetch.proxy,
             source.request.proxy if source.request else None,
+            source.login.url if source.login else None,
         )
         urls.extend(u for u in written if u and u != "robots")
         return cls(

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timezone
+from typing import Protocol
 
 import aiohttp
 import yarl
@@ -33,6 +34,14 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # Called with each redirect's target before it is followed; raises to refuse it.
 HopCheck = Callable[[yarl.URL], Awaitable[None]]
+
+
+class HopSession(Protocol):
+    """A run's session as each hop sees it (crawler/fetch/sessions.py's `RunSession`)."""
+
+    def headers_for(self, url: str) -> dict[str, str]: ...  # its Cookie, its token
+
+    def take(self, resp: aiohttp.ClientResponse) -> None: ...  # the cookies the answer sets
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class Page:
     links: dict[str, str] | None = None  # RFC 8288 Link header: rel → absolute URL
     # The validators to record by Fetcher.commit() once the page's records are safe.
     validators: Revalidation | None = None
+    final_url: str | None = None  # where the redirects ended (None: not redirected)
 
 
 @contextlib.contextmanager
@@ -207,13 +217,16 @@ class Transport:
         allow_https_to_http: bool,
         source_name: str,
         check_hop: HopCheck,
+        session: HopSession | None = None,
     ) -> aiohttp.ClientResponse:
         """GET the URL, following redirects by hand so every hop is checked like a first
         request: its scheme, and robots.txt of the host it leads to (aiohttp would follow
         blindly).
 
         As aiohttp counts them: the `max_redirects`-th redirect response is an error. The
-        conditional headers belong to the URL asked for and are not sent to other URLs.
+        conditional headers belong to the URL asked for and are not sent to other URLs. The
+        run's `session` adds its cookies and token to each hop and takes the cookies each
+        answer sets, redirects' included (a login's session cookie comes with its 302).
         """
         method, data, home = opts.method, opts.data, origin(url)
         current, hops = url, 0
@@ -221,6 +234,10 @@ class Transport:
             headers = opts.headers_for(current, home)  # secret ones: the URL's origin only
             if current == url:
                 headers.update(first_headers)
+            if session is not None:
+                for name, value in session.headers_for(current).items():
+                    mine = headers.get(name) if name == "Cookie" else None  # a headers_file's
+                    headers[name] = f"{mine}; {value}" if mine else value
             resp = await self.session.request(
                 method,
                 current,
@@ -229,6 +246,8 @@ class Transport:
                 proxy=self.proxy_for(current, opts),
                 allow_redirects=False,
             )
+            if session is not None:
+                session.take(resp)
             if resp.status not in REDIRECTS or "Location" not in resp.headers:
                 return resp
             hops += 1

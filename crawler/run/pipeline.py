@@ -18,7 +18,7 @@ from typing import Any
 
 from crawler.config.root import Config
 from crawler.config.sources import SourceConfig
-from crawler.errors import CrawlerError, ErrorKind, SecretUnavailable
+from crawler.errors import CrawlerError, ErrorKind, LoginFailed, SecretUnavailable
 from crawler.fetch.client import Fetcher
 from crawler.observability.metrics import Metrics
 from crawler.record import Record, RunRow
@@ -81,6 +81,8 @@ class Pipeline:
         self.stopping = False  # set on shutdown: runs take no new URLs
         for s in config.sources:
             metrics.init_source(s.name, s.hosts, sink.backend)
+            if s.login is not None:
+                metrics.init_login(s.name)
             metrics.init_discovery(s.name, *self.plans[s.name].series())
             fs = self.plans[s.name].detail.fields
             metrics.init_fields(s.name, fs.names, bool(fs.required))
@@ -104,6 +106,8 @@ class Pipeline:
         try:
             # The run's request: header file, token and password read now, once per run.
             self.fetcher.begin_run(source)
+            # A source with a `login`: its stored session, or a login before the first page.
+            await self.fetcher.log_in(source)
             await walk.seed()
             await _all_or_none([worker() for _ in range(self.config.fetch.concurrency)])
             await batcher.flush()
@@ -115,6 +119,8 @@ class Pipeline:
             kind = (
                 ErrorKind.SECRET
                 if isinstance(exc, SecretUnavailable)
+                else ErrorKind.LOGIN
+                if isinstance(exc, LoginFailed)
                 else ErrorKind.STORAGE
                 if isinstance(exc, CrawlerError)
                 else ErrorKind.INTERNAL
@@ -127,6 +133,7 @@ class Pipeline:
                     exc_info=True,
                     extra={"source": source.name, "error_kind": kind.value},
                 )
+        self.fetcher.sessions.end(source)  # the session kept for the next run, the jar dropped
         if result.status == "success" and result.pages == 0 and result.not_modified == 0:
             result.status = "failure"
             result.error = f"no page could be used ({result.failed_pages} failed)"

@@ -18,7 +18,8 @@ from tests.site import Site, quote_source
 # what this configuration does not need: bcrypt (only behind metrics.basic_auth), protego (the
 # tests' configurations say `robots: false`), difflib (a configuration with a mistake), lxml and
 # jmespath (a CSS-only source whose pages Lexbor parses); and parsel's package beyond its CSS
-# translator (its Selector, w3lib).
+# translator (its Selector, w3lib); the Public Suffix List (read on the first cookie that names
+# a domain).
 NOT_FOR_ONCE = (
     "lxml",
     "jmespath",
@@ -36,6 +37,7 @@ NOT_FOR_ONCE = (
     "parsel",
     "parsel.selector",
     "w3lib",
+    "publicsuffixlist",
 )
 
 ONCE = """\

@@ -1,0 +1,250 @@
+"""Cookies within a run, a declarative login, sessions kept across runs and renewed: the edge
+cases, on a hand-written site (tests/login_site.py) and its JSON token API, crawled in-process
+by the real service (fetcher, pipeline, embedded store)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+from prometheus_client import CollectorRegistry, generate_latest
+
+from crawler.config.root import load_config
+from crawler.run.result import RunResult
+from crawler.service import Service
+from tests.login_site import USER, LoginSite
+
+PASSWORD = "Pw-Sentinel-7c1d"
+
+
+@pytest.fixture
+def members() -> Iterator[LoginSite]:
+    s = LoginSite(PASSWORD).start()
+    yield s
+    s.stop()
+
+
+class StaticResolver(AbstractResolver):
+    """Names to 127.0.0.x from a dict, nothing from the network."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self.table:
+            raise OSError(f"{host}: no such test host")
+        return [
+            {
+                "hostname": host,
+                "host": self.table[host],
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def once(
+    cfg: Path, resolver: AbstractResolver | None = None
+) -> tuple[RunResult, CollectorRegistry]:
+    registry = CollectorRegistry()
+    [result] = asyncio.run(Service(load_config(cfg), registry, resolver=resolver).once())
+    return result, registry
+
+
+def logins(registry: CollectorRegistry, result: str, source: str = "s") -> float | None:
+    return registry.get_sample_value(
+        "crawler_source_logins_total", {"source": source, "result": result}
+    )
+
+
+def stored(tmp_path: Path, source: str = "s") -> int:
+    with sqlite3.connect(tmp_path / "var" / "crawler.sqlite") as db:
+        return int(
+            db.execute("select count(*) from scraped_data where source = ?", (source,)).fetchone()[
+                0
+            ]
+        )
+
+
+def member_source(site: LoginSite, pages: int, **login: Any) -> dict[str, Any]:
+    return {
+        "name": "s",
+        "every": "1h",
+        "urls": [f"{site.base}/members/{{0..{pages - 1}}}"],
+        "items": "div.quote",
+        "fields": {"id": "xpath:./@data-id", "text": "span.text::text"},
+        "key": ["id"],
+        "login": {"url": f"{site.base}/login", "username": USER, **login},
+    }
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "members_password"
+    path.write_text(PASSWORD + "\n")  # the trailing newline is stripped
+    return path
+
+
+def test_session_expiring_mid_run_logs_in_once_more_and_repeats_the_page(
+    tmp_path: Path, members: LoginSite, password_file: Path, write_config: Callable[..., Path]
+) -> None:
+    members.expire_after = 2  # the session ends once two member pages were served
+    cfg = write_config(
+        sources=[
+            member_source(members, 6, password_file=str(password_file), fields={"remember": "yes"})
+        ]
+    )
+    result, registry = once(cfg)
+    assert result.ok, result.error
+    assert result.pages == 6 and result.failed_pages == 0
+    assert stored(tmp_path) == 6 * 20  # every record once, the repeated pages' too
+    assert logins(registry, "ok") == 2 and logins(registry, "failed") == 0
+    assert len(members.form_logins) == 2
+    # The form's hidden CSRF input and `next` kept, the checkbox set by `fields`.
+    assert members.form_logins[0]["remember"] == "yes"
+    assert members.form_logins[0]["who"] == USER and members.form_logins[0]["csrf"]
+    # The stored session is 0600 and holds no password.
+    sessions = tmp_path / "var" / "sessions"
+    for path in sessions.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert PASSWORD not in path.read_text()
+    assert {p.name for p in sessions.iterdir()} == {"s.json", "s.cookies"}
+
+
+def test_one_login_serves_three_runs(
+    tmp_path: Path, members: LoginSite, password_file: Path, write_config: Callable[..., Path]
+) -> None:
+    cfg = write_config(sources=[member_source(members, 2, password_file=str(password_file))])
+    counts = []
+    for _ in range(3):
+        result, registry = once(cfg)
+        assert result.ok, result.error
+        counts.append(logins(registry, "ok"))
+        age = registry.get_sample_value("crawler_source_session_age_seconds", {"source": "s"})
+        assert age is not None and age >= 0
+    assert counts == [1, 0, 0]
+    assert len(members.form_logins) == 1
+
+
+def test_a_wrong_password_fails_the_run_once_and_is_never_shown(
+    tmp_path: Path,
+    members: LoginSite,
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wrong = "Wrong-Sentinel-42ab"
+    monkeypatch.setenv("MEMBERS_PASSWORD", wrong)
+    cfg = write_config(
+        log_level="DEBUG", sources=[member_source(members, 3, password_env="MEMBERS_PASSWORD")]
+    )
+    caplog.set_level(logging.DEBUG)
+    result, registry = once(cfg)
+    assert not result.ok
+    assert result.error_kind == "login"
+    assert "still has a password input" in (result.error or "")
+    assert logins(registry, "failed") == 1 and logins(registry, "ok") == 0
+    assert len(members.form_logins) == 1  # one try, no retry storm
+    assert members.hits["/members/0"] == 0  # no page was fetched without a session
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.getMessage() == "login failed"
+    ]
+    assert len(errors) == 1
+    assert errors[0].__dict__["url"] == f"{members.base}/login"
+    everything = "\n".join(str(r.__dict__) for r in caplog.records)
+    everything += generate_latest(registry).decode()
+    with sqlite3.connect(tmp_path / "var" / "crawler.sqlite") as db:
+        everything += str(db.execute("select * from crawler_jobs").fetchall())
+    assert "login" in everything
+    assert wrong not in everything and PASSWORD not in everything
+    assert not (tmp_path / "var" / "sessions" / "s.json").exists()
+
+
+def test_json_token_login_is_kept_and_renewed_on_401(
+    tmp_path: Path,
+    members: LoginSite,
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("API_PASSWORD", PASSWORD)
+    source = {
+        "name": "api",
+        "every": "1h",
+        "parser": "json",
+        "urls": [f"{members.base}/api/items/{{0..2}}"],
+        "items": "items",
+        "fields": {"id": "id", "text": "text"},
+        "key": ["id"],
+        "login": {
+            "url": f"{members.base}/auth/login",
+            "username": USER,
+            "password_env": "API_PASSWORD",
+            "token": "data.access_token",
+            "username_key": "user",
+            "password_key": "pass",
+            "json": {"client": "pi-crawler"},
+        },
+    }
+    cfg = write_config(sources=[source])
+    result, registry = once(cfg)
+    assert result.ok and result.records == 60, result.error
+    assert members.api_logins == [{"user": USER, "client": "pi-crawler"}]
+    result, registry = once(cfg)  # the stored token
+    assert result.ok and logins(registry, "ok", "api") == 0
+    members.tokens.clear()  # the API forgot it: 401, one new login, the pages again
+    result, registry = once(cfg)
+    assert result.ok and result.failed_pages == 0, result.error
+    assert logins(registry, "ok", "api") == 1 and len(members.api_logins) == 2
+    assert stored(tmp_path, "api") == 60
+    token_file = (tmp_path / "var" / "sessions" / "api.json").read_text()
+    assert PASSWORD not in token_file
+
+
+def test_cookies_kept_within_a_run_never_sent_to_another_host_nor_to_a_public_suffix(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    shop = LoginSite(PASSWORD, host="127.0.0.1").start()
+    other = LoginSite(PASSWORD, host="127.0.0.2").start()
+    try:
+        a = f"http://shop.example.co.uk:{shop.site.port}"
+        b = f"http://another.co.uk:{other.site.port}"
+        resolver = StaticResolver({"shop.example.co.uk": "127.0.0.1", "another.co.uk": "127.0.0.2"})
+        source = {
+            "name": "s",
+            "every": "1h",
+            "urls": [f"{a}/cookie/set", f"{a}/cookie/show", f"{b}/cookie/set"],
+            "items": "div.quote",
+            "fields": {"id": "xpath:./@data-id"},
+            "key": ["id"],
+            "allow_private": True,
+        }
+        # One worker: the pages in their order (the cookie is set before it is asked for).
+        cfg = write_config(fetch={"concurrency": 1}, sources=[source])
+        result, _ = once(cfg, resolver)
+        assert result.ok and result.failed_pages == 0, result.errors
+        assert dict(shop.cookies_seen)["/cookie/show"] == "visit=v1"  # not `wide`: refused
+        assert other.cookies_seen == [("/cookie/set", None)]
+        # Turned off: nothing is kept, the second page is refused for want of its cookie.
+        cfg = write_config(fetch={"concurrency": 1}, sources=[{**source, "cookies": False}])
+        shop.cookies_seen.clear()
+        result, _ = once(cfg, resolver)
+        assert result.failed_pages == 1 and result.errors == {"http_4xx": 1}
+        assert [c for _, c in shop.cookies_seen] == [None, None]
+    finally:
+        shop.stop()
+        other.stop()
