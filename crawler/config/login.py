@@ -19,7 +19,6 @@ from crawler.config.request import _unreadable, form_map, json_value
 from crawler.config.selectors import check_selector
 
 _FORM_ONLY = ("form", "fields", "logged_in", "username_field", "password_field")
-_JSON_ONLY = ("json", "username_key", "password_key")
 
 
 def _max_logins(value: Any) -> int:
@@ -113,9 +112,8 @@ class LoginConfig:
             if self.token and (error := check_selector("json", self.token)):
                 yield "token", error
         else:
-            for key in _JSON_ONLY:
-                if key == "json" and self.json is not None:
-                    yield key, "`json` is for a JSON login: give `token` (the answer's token)"
+            if self.json is not None:
+                yield "json", "`json` is for a JSON login: give `token` (the answer's token)"
             for key in ("form", "logged_in"):
                 value = getattr(self, key)
                 if value is not None and (error := check_selector("html", value)):
