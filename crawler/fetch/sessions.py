@@ -85,6 +85,7 @@ class SessionStore:
         self, source: str, owner: str, at: float, token: str | None, jar: aiohttp.CookieJar | None
     ) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)  # also when it was made by hand, or under another umask
         meta_path, jar_path = self._paths(source)
         if jar is not None:
             tmp = jar_path.with_suffix(".tmp")
