@@ -110,3 +110,31 @@ def test_login_section_problems(tmp_path: Path) -> None:
     )
     assert problems(password_file=secret, token="a[")[0][0] == "token"
     assert problems(password_file=secret, json='{"a":1}')[0][0] == "json"
+
+
+def test_a_form_login_without_cookies_is_refused_where_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crawler.config.root import load_config
+    from crawler.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "sources:\n"
+        "  - name: s\n"
+        "    every: 1h\n"
+        "    url: http://s.test/a\n"
+        "    fields: {t: h1::text}\n"
+        "    cookies: false\n"
+        "    login: {url: http://s.test/login, username: u, password_env: NOPE_UNSET_PW}\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg)  # `crawler check`: the password variable must exist
+    assert (
+        f"{cfg}:7: sources.s.login.password_env: environment variable NOPE_UNSET_PW is not set"
+        in str(exc.value)
+    )
+    monkeypatch.setenv("NOPE_UNSET_PW", "x")
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg)
+    assert "sources.s.cookies: a form login keeps its session in cookies" in str(exc.value)
