@@ -166,6 +166,7 @@ class RunSession:
         self.generation = 0  # bumped by every login: a worker knows whether one happened
         self._lock = asyncio.Lock()
         self._password: str | None = None
+        self._unsaved = False  # cookies came since the session was stored (or loaded)
         hosts = set(source.hosts)
         if self.login is not None:
             hosts.add(urlsplit(self.login.url).netloc)
@@ -183,8 +184,9 @@ class RunSession:
         return out
 
     def take(self, resp: aiohttp.ClientResponse) -> None:
-        if self.jar is not None:
+        if self.jar is not None and resp.cookies:
             cookies.take(self.jar, resp.cookies, resp.url)
+            self._unsaved = True
 
     def secrets(self) -> tuple[str, ...]:
         """Values to blank out of any text bound for a log line or `crawler_jobs`."""
@@ -313,15 +315,19 @@ class RunSession:
                 "cookies": ", ".join(cookies.names(self.jar)) if self.jar else None,
             },
         )
+        self._unsaved = True
         self.keep()
 
     def keep(self) -> None:
-        """Store the session for the next runs (after a login, and at the run's end: the site
-        may have renewed its cookies meanwhile)."""
-        if self.store is not None and self.login is not None and self.logged_in_at is not None:
-            self.store.save(
-                self.name, login_id(self.login), self.logged_in_at, self.token, self.jar
-            )
+        """Store the session for the next runs: after a login, and at the run's end when the
+        site set cookies meanwhile (a renewed expiry); a run that got none writes nothing (the
+        state directory is on an SD card)."""
+        if not self._unsaved or self.login is None or self.logged_in_at is None:
+            return
+        if self.store is not None:
+            owner = login_id(self.login)
+            self.store.save(self.name, owner, self.logged_in_at, self.token, self.jar)
+        self._unsaved = False
 
     def describe(self) -> str:
         """`logged in as USER; session cookies: NAMES` (names, never values)."""

@@ -130,14 +130,17 @@ def test_one_login_serves_three_runs(
     tmp_path: Path, members: LoginSite, password_file: Path, write_config: Callable[..., Path]
 ) -> None:
     cfg = write_config(sources=[member_source(members, 2, password_file=str(password_file))])
-    counts = []
+    counts, stamps = [], []
     for _ in range(3):
         result, registry = once(cfg)
         assert result.ok, result.error
         counts.append(logins(registry, "ok"))
         age = registry.get_sample_value("crawler_source_session_age_seconds", {"source": "s"})
         assert age is not None and age >= 0
+        stamps.append((tmp_path / "var" / "sessions" / "s.cookies").stat().st_mtime_ns)
     assert counts == [1, 0, 0]
+    # The member pages set no cookie: the runs after the login write nothing (an SD card).
+    assert stamps[0] == stamps[1] == stamps[2]
     assert len(members.form_logins) == 1
 
 
