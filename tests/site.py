@@ -2,18 +2,21 @@
 
 Pages are generated deterministically: `/page/<i>` has 20 quotes (the bench site's markup),
 `/api/<i>` the same as JSON. Tests switch behaviour at run time (`site.fail = True`, ...) and
-add their own routes before `start()`.
+add their own routes before `start()`. `StaticResolver` names test hosts (`shop.example.co.uk`
+on 127.0.0.1) without DNS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tests.helpers import free_port
 
@@ -147,3 +150,32 @@ def quote_source(name: str, urls: list[str], **extra: Any) -> dict[str, Any]:
         **extra,
     }
     return {k: v for k, v in source.items() if v is not None}
+
+
+class StaticResolver(AbstractResolver):
+    """DNS for the test: names to addresses from a dict, nothing from the network."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.table:
+            raise OSError(f"{host}: no such test host")
+        address = self.table[host]
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass

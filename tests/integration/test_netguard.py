@@ -30,36 +30,7 @@ from crawler.run.result import RunResult
 from crawler.service import Service
 from tests.crawler_proc import run_cli
 from tests.helpers import free_port, self_signed_certificate
-from tests.site import Site
-
-
-class StaticResolver(AbstractResolver):
-    """DNS for the test: names to addresses from a dict, nothing from the network."""
-
-    def __init__(self, table: dict[str, str]) -> None:
-        self.table = table
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        if host not in self.table:
-            raise OSError(f"{host}: no such test host")
-        address = self.table[host]
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-        ]
-
-    async def close(self) -> None:
-        pass
+from tests.site import Site, StaticResolver
 
 
 @pytest.fixture

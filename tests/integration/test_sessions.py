@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
@@ -14,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry, generate_latest
 
 from crawler.config.root import load_config
 from crawler.run.result import RunResult
 from crawler.service import Service
 from tests.login_site import USER, LoginSite
+from tests.site import StaticResolver
 
 PASSWORD = "Pw-Sentinel-7c1d"
 
@@ -30,32 +30,6 @@ def members() -> Iterator[LoginSite]:
     s = LoginSite(PASSWORD).start()
     yield s
     s.stop()
-
-
-class StaticResolver(AbstractResolver):
-    """Names to 127.0.0.x from a dict, nothing from the network."""
-
-    def __init__(self, table: dict[str, str]) -> None:
-        self.table = table
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in self.table:
-            raise OSError(f"{host}: no such test host")
-        return [
-            {
-                "hostname": host,
-                "host": self.table[host],
-                "port": port,
-                "family": socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 def once(
