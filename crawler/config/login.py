@@ -111,6 +111,8 @@ class LoginConfig:
                     yield key, "a JSON login (`token`) has no form: remove it"
             if self.token and (error := check_selector("json", self.token)):
                 yield "token", error
+            if self.json is not None and not self.json.startswith("{"):
+                yield "json", "must be a mapping (the members added to the login's JSON body)"
         else:
             if self.json is not None:
                 yield "json", "`json` is for a JSON login: give `token` (the answer's token)"

@@ -129,9 +129,7 @@ async def _form_login(login: LoginConfig, password: str, send: Send) -> None:
 
 
 async def _json_login(login: LoginConfig, password: str, send: Send) -> str:
-    body: dict[str, Any] = json.loads(login.json) if login.json else {}
-    if not isinstance(body, dict):
-        body = {}
+    body: dict[str, Any] = json.loads(login.json) if login.json else {}  # a mapping: checked
     body[login.username_key] = login.username
     body[login.password_key] = password
     data = json.dumps(body).encode()

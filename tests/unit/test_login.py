@@ -109,6 +109,7 @@ def test_login_section_problems(tmp_path: Path) -> None:
         password_file=secret, token="access_token", form="#f"
     )
     assert problems(password_file=secret, token="a[")[0][0] == "token"
+    assert problems(password_file=secret, token="t", json="[1]")[0][0] == "json"
     assert problems(password_file=secret, json='{"a":1}')[0][0] == "json"
 
 
