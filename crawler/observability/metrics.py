@@ -276,7 +276,7 @@ class Metrics:
         self.session_age = Gauge(
             "crawler_source_session_age_seconds", "Session age.", ["source"], registry=r
         )
-        self.render_duration = Histogram(
+        self.render_seconds = Histogram(
             "crawler_render_seconds",
             "Time to render one page in the browser, its intercepted requests included.",
             ["source"],
@@ -286,11 +286,11 @@ class Metrics:
         self.render_requests = Counter(
             "crawler_render_requests", "Requests by outcome.", ["source", "outcome"], registry=r
         )
-        self.config_reload_ok = Gauge(
+        self.config_last_reload_successful = Gauge(
             "crawler_config_last_reload_successful", "0 if the last reload was refused.", registry=r
         )
-        self.config_reload_ok.set(1)
-        self.config_loaded_at = Gauge(
+        self.config_last_reload_successful.set(1)
+        self.config_last_reload_success_time = Gauge(
             "crawler_config_last_reload_success_timestamp_seconds", "Load time.", registry=r
         )
         self.config_info = Gauge(
@@ -394,5 +394,5 @@ class Metrics:
         """The file `text` now runs, loaded at `at`; its hash: SHA-256's first 12 hex digits."""
         self.config_info.clear()
         self.config_info.labels(hashlib.sha256(text.encode()).hexdigest()[:12]).set(1)
-        self.config_loaded_at.set(at)
-        self.config_reload_ok.set(1)
+        self.config_last_reload_success_time.set(at)
+        self.config_last_reload_successful.set(1)

@@ -66,7 +66,7 @@ def test_login_and_render_series_are_created_at_zero_for_their_sources_only() ->
 
 def test_render_histogram_has_few_buckets() -> None:
     m = Metrics(CollectorRegistry())
-    m.render_duration.labels("spa").observe(2.0)
+    m.render_seconds.labels("spa").observe(2.0)
     buckets = [
         s.labels["le"]
         for f in m.registry.collect()
@@ -98,7 +98,7 @@ def test_config_reload_gauges_follow_loads_and_refusals() -> None:
     digest = hashlib.sha256(first.encode()).hexdigest()[:12]
     assert value(m, "crawler_config_info", {"hash": digest}) == 1
     assert value(m, "crawler_config_last_reload_success_timestamp_seconds") == 1000.0
-    m.config_reload_ok.set(0)  # a reload refused
+    m.config_last_reload_successful.set(0)  # a reload refused
     assert value(m, "crawler_config_last_reload_successful") == 0
     # The refused file changed nothing: the old hash and load time stand.
     assert value(m, "crawler_config_info", {"hash": digest}) == 1
