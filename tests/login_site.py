@@ -2,7 +2,7 @@
 
 A members area behind a form login: `/login` (a form with a hidden CSRF token that must match
 the `csrf` cookie, as Django's does), `/members/<i>` (20 quotes, or a redirect to
-`/login?next=…` without a valid `sid` cookie). `expire_after`: the sessions end after that
+`/login?next=…` without a valid `sid` cookie), `/home` (a page outside the members area). `expire_after`: the sessions end after that
 many member pages were served (a session expiring mid-run). A JSON API behind a token:
 `POST /auth/login` (`{"user": …, "pass": …, "client": …}`) answers
 `{"data": {"access_token": …}}`; `/api/items/<i>` wants `Authorization: Bearer …`, else 401.
@@ -44,12 +44,14 @@ class LoginSite:
         self.api_logins: list[dict[str, Any]] = []
         self.expire_after: int | None = None  # member pages served before sessions end
         self.member_pages = 0
+        self.expire_always = False  # every session ends with the page it served
         self.cookies_seen: list[tuple[str, str | None]] = []  # (path, Cookie header)
         app = self.site.app
         app.middlewares.append(self._record_cookies)
         app.router.add_get("/login", self._form)
         app.router.add_post("/login", self._login)
         app.router.add_get("/members/{i}", self._members)
+        app.router.add_get("/home", self._home)
         app.router.add_post("/auth/login", self._api_login)
         app.router.add_get("/api/items/{i}", self._api_items)
         app.router.add_get("/cookie/set", self._cookie_set)
@@ -105,7 +107,12 @@ class LoginSite:
         if self.expire_after is not None and self.member_pages >= self.expire_after:
             self.sessions.clear()  # this page is served; the next ones find the session gone
             self.expire_after = None
+        if self.expire_always:
+            self.sessions.clear()
         return web.Response(body=html_page(int(request.match_info["i"])), content_type="text/html")
+
+    async def _home(self, request: web.Request) -> web.Response:
+        return web.Response(text="<html><body>Welcome</body></html>", content_type="text/html")
 
     # -- the JSON token API --------------------------------------------------------------------
 

@@ -100,6 +100,24 @@ def test_session_expiring_mid_run_logs_in_once_more_and_repeats_the_page(
     assert {p.name for p in sessions.iterdir()} == {"s.json", "s.cookies"}
 
 
+def test_logins_per_run_are_bounded_by_max_per_run(
+    tmp_path: Path, members: LoginSite, password_file: Path, write_config: Callable[..., Path]
+) -> None:
+    members.expire_always = True  # a site that forgets every session at once
+    # The login lands on /home (its `next` field overridden), outside the members' pages.
+    source = member_source(
+        members, 4, password_file=str(password_file), max_per_run=2, fields={"next": "/home"}
+    )
+    cfg = write_config(fetch={"concurrency": 1}, sources=[source])
+    result, registry = once(cfg)
+    # The first login and one renewal serve two pages; the other two fail as `login`, with
+    # no third login: the site is not hammered.
+    assert logins(registry, "ok") == 2 and len(members.form_logins) == 2
+    assert result.pages == 2 and result.failed_pages == 2
+    assert result.errors == {"login": 2}
+    assert stored(tmp_path) == 2 * 20
+
+
 def test_one_login_serves_three_runs(
     tmp_path: Path, members: LoginSite, password_file: Path, write_config: Callable[..., Path]
 ) -> None:
