@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from tests.helpers import free_port, require, wait_for
+from tests.login_site import USER, LoginSite
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -418,8 +419,16 @@ def site() -> Iterator[Site]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, pg_dsn: str, site: Site) -> Iterator[dict[str, Any]]:
+def members() -> Iterator[LoginSite]:
+    s = LoginSite("members-pw").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_dsn: str, site: Site, members: LoginSite) -> Iterator[dict[str, Any]]:
     """Crawler + Pi-like node_exporter + Prometheus scraping both every second."""
+    (tmp_path / "members_password").write_text(members.password)
     procs: list[Proc] = []
     crawler_port, node_port, prom_port = free_port(), free_port(), free_port()
     cfg = {
@@ -462,6 +471,19 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site) -> Iterator[dict[str, Any]]:
                 "urls": [f"{site.base}/page/1"],
                 "follow": {"links": "a.tag::attr(href)", "max_per_run": 2},
                 "fields": {"title": "h1::text"},
+            },
+            # Behind a form login (tests/login_site.py): the Logins and Session age panels.
+            {
+                "name": "members",
+                "every": "2s",
+                "urls": [f"{members.base}/members/{{0..0}}"],
+                "items": "div.quote",
+                "fields": {"text": "span.text::text"},
+                "login": {
+                    "url": f"{members.base}/login",
+                    "username": USER,
+                    "password_file": str(tmp_path / "members_password"),
+                },
             },
             # Answers 404: failed runs for the Data dashboard's failure panels.
             {
@@ -539,13 +561,11 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site) -> Iterator[dict[str, Any]]:
             p.stop()
 
 
-# Panels of features the crawler above does not use (no source has a `login` or `render`, and
-# nothing reloads it), with the metric each one reads. Such a panel may be empty only while the
+# Panels of features the crawler above does not use (no source has `render`, and nothing
+# reloads it), with the metric each one reads. Such a panel may be empty only while the
 # crawler exports no series of its metric at all: once it does (a feature that sets it at
 # start-up, or a source added above), the panel must answer like every other.
 FEATURE_PANELS = {
-    "Logins per hour": "crawler_source_logins_total",
-    "Session age": "crawler_source_session_age_seconds",
     "Render time p50 / p95": "crawler_render_seconds_bucket",
     "Rendered pages' requests by outcome": "crawler_render_requests_total",
     "Browser reachable": "crawler_browser_up",
