@@ -3,13 +3,14 @@
     CrawlerError
     ├── ConfigError          the configuration file is wrong (names file, line, key)
     ├── FetchError           one URL could not be fetched or extracted (carries an ErrorKind)
+    │   └── BrowserError     the browser rendering it is unreachable or went away (`browser`)
     ├── StoreError           the store failed for a reason retrying will not fix
     │   ├── StoreDataError   a record in the batch is refused (its data): quarantined alone
     │   └── StoreUnavailable the database cannot be reached now (the spool takes over)
     └── SpoolFull            the spool is at its size cap; records are refused, not dropped
 
-Third-party exceptions (aiohttp, psycopg, sqlite3) are translated into these at the edge
-(`raise ... from exc`), so the core only ever catches ours.
+Third-party exceptions (aiohttp, psycopg, sqlite3, the browser's CDP answers) are translated
+into these at the edge (`raise ... from exc`), so the core only ever catches ours.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class ErrorKind(str, enum.Enum):
     STORAGE = "storage"
     SECRET = "secret"  # a source's header file, token or password unreadable: the run fails
     LOGIN = "login"  # a source's login failed, or its session ended and no login is left
+    RENDER_TIMEOUT = "render_timeout"  # a `render` page not rendered within its timeout
+    BROWSER = "browser"  # the browser is unreachable, crashed or disconnected mid-render
     INTERNAL = "internal"  # an exception no layer expected (a bug): the run fails, not the process
 
     def __str__(self) -> str:
@@ -86,6 +89,13 @@ class FetchError(CrawlerError):
     ) -> None:
         self.kind, self.status, self.retry_after = kind, status, retry_after
         super().__init__(f"{kind.value}: {message}")
+
+
+class BrowserError(FetchError):
+    """Raised when the browser cannot be reached, drops the connection or refuses a call."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorKind.BROWSER, message)
 
 
 class StoreError(CrawlerError):

@@ -33,6 +33,7 @@ from crawler.storage.store import make_store
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
 
+    from crawler.render.browser import Browser
     from crawler.run.lease import Leases
     from crawler.run.schedule import Scheduler
 
@@ -66,6 +67,7 @@ class Service:
         self.leases: Leases | None = None
         # The PostgreSQL store, when configured, is also where crawlers share sources (leases).
         self.database: PostgresStore | None = None
+        self.browser: Browser | None = None  # only when a source has `render`
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -81,7 +83,14 @@ class Service:
                 Fetcher(self.config, self.metrics, resolver=self._resolver)
             )
             self.sink = await stack.enter_async_context(Sink(self.config, self.metrics, store))
-            self.pipeline = Pipeline(self.config, self.metrics, fetcher, self.sink)
+            if self.config.renders and self.config.browser is not None:
+                # Imported here: without a `render` source nothing browser-related is loaded.
+                from crawler.render.browser import Browser
+
+                self.browser = await stack.enter_async_context(
+                    Browser(self.config.browser, self.metrics)
+                )
+            self.pipeline = Pipeline(self.config, self.metrics, fetcher, self.sink, self.browser)
             yield self.pipeline
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -93,6 +102,8 @@ class Service:
         if self.sink is not None and self.sink.spool is not None:
             checks["database_up"] = self.sink.db_up
             checks["spool"] = self.sink.spool.stats()
+        if self.browser is not None:  # said, not required: only `render` sources need it
+            checks["browser"] = "up" if self.browser.up else "down"
         return scheduler_ok and sink_ok, checks
 
     async def _run_tracked(self, source: SourceConfig) -> RunResult | None:

@@ -61,9 +61,14 @@ APP = """
 """
 
 
-def _shell(script: str) -> web.Response:
+def _shell(script: str) -> Any:
+    """A handler answering the shell with `script` as its one script."""
     body = SHELL.replace("/app.js", script)
-    return web.Response(text=body, content_type="text/html", charset="utf-8")
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/html", charset="utf-8")
+
+    return handler
 
 
 class ShopSite(Site):
@@ -74,18 +79,18 @@ class ShopSite(Site):
         self.lan = lan  # the host standing for the LAN, fetched by /lan's script
         self.delay = 0.0  # seconds each XHR of products takes
         r = self.app.router
-        r.add_get("/shop", lambda _: _shell("/app.js"))
+        r.add_get("/shop", _shell("/app.js"))
         r.add_get("/app.js", self._script(APP))
         r.add_get("/api/products", self._products)
         r.add_get("/static", self._static)
         r.add_get("/img/{name}", self._image)
         r.add_get("/hop", self._hop)
-        r.add_get("/never", lambda _: _shell("/never.js"))
+        r.add_get("/never", _shell("/never.js"))
         r.add_get("/never.js", self._script("setInterval(() => fetch('/hang'), 200);"))
         r.add_get("/hang", self._hang)
-        r.add_get("/lan", lambda _: _shell("/lan.js"))
+        r.add_get("/lan", _shell("/lan.js"))
         r.add_get("/lan.js", self._lan_script)
-        r.add_get("/worker", lambda _: _shell("/worker.js"))
+        r.add_get("/worker", _shell("/worker.js"))
         r.add_get("/worker.js", self._script(_WORKER))
         r.add_get("/sw.js", self._script("self.addEventListener('fetch', () => {});"))
 

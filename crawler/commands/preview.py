@@ -6,19 +6,24 @@ conditional GET is off for the preview (no HTTP state file, so no validators are
 recorded), there is no sink, spool or lease, and the metrics go to a throwaway registry. The
 state directory is left byte-for-byte as it was.
 
+A source with `render` has its page rendered by the configured browser, as in a run (every
+request through the same fetcher), and the summary says how long it took, how many requests
+the page made and which were blocked or refused.
+
 Output: a table of the records (or one JSON object per line with `--json`), then which fields
 were missing in how many records. Exit status 1 when the page gave no record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crawler.config.root import Config
 from crawler.config.sources import SourceConfig
@@ -26,6 +31,9 @@ from crawler.record import Record, dumps
 from crawler.sources.extract import Extractor
 from crawler.sources.pagedata import is_missing
 from crawler.sources.tally import FieldTally
+
+if TYPE_CHECKING:
+    from crawler.render.page import Rendered
 
 MISSING = "—"  # how a missing value shows in the table
 MIN_COLUMN = 6
@@ -52,6 +60,7 @@ class Preview:
     next_page: str | None = None
     engine: str = ""  # html: which parser read the page (lexbor or lxml)
     login: str = ""  # with a `login`: as whom, and the session's cookie names (never values)
+    rendered: Rendered | None = None  # `render`: what the browser did
 
 
 def preview_config(config: Config) -> Config:
@@ -75,13 +84,23 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
     config = preview_config(config)
     started = time.monotonic()
     # A real login when the source has one, but no stored session is read or written.
-    async with Fetcher(config, Metrics(CollectorRegistry()), keep_sessions=False) as fetcher:
+    async with contextlib.AsyncExitStack() as stack:
+        metrics = Metrics(CollectorRegistry())
+        fetcher = await stack.enter_async_context(Fetcher(config, metrics, keep_sessions=False))
         fetcher.begin_run(source)
         await fetcher.log_in(source)
         session = fetcher.sessions.get(source.name)
         if source.login is not None and session is not None:
             result.login = session.describe()
-        page = await fetcher.fetch(source, target)
+        pages: Any = fetcher  # what fetches the source's html pages: it, or the renderer
+        if source.render is not None and config.browser is not None:
+            from crawler.render.browser import Browser
+            from crawler.render.renderer import rendering
+
+            browser = await stack.enter_async_context(Browser(config.browser, metrics))
+            pages = await stack.enter_async_context(rendering(browser, fetcher, metrics, source))
+        page = await pages.fetch(source, target)
+        result.rendered = getattr(pages, "last", None)
         result.status, result.size = page.status, len(page.body)
         if source.follow is None:
             extractor = Extractor(source)
@@ -93,7 +112,7 @@ async def preview(config: Config, source: SourceConfig, url: str | None, limit: 
             doc = Extractor(dataclasses.replace(source, items=None, fields=())).parse(
                 page.body, page.charset
             )
-            records = await _details(fetcher, source, page.url, doc, limit, result)
+            records = await _details(pages, source, page.url, doc, limit, result)
         if source.paginate is not None:
             from crawler.sources.discover import Paginator
 
@@ -217,6 +236,8 @@ def summary(result: Preview, source: SourceConfig) -> list[str]:
         )
     if source.paginate is not None:
         lines.append(f"next page: {result.next_page or 'none'}")
+    if result.rendered is not None:
+        lines += _rendered(result.rendered)
     tally = result.tally
     if result.total:
         counts = [(f.name, tally.missing[f.name]) for f in source.fields]
@@ -227,6 +248,20 @@ def summary(result: Preview, source: SourceConfig) -> list[str]:
         lines.append(f"did not convert: {name}: {count} values, e.g. {examples}")
     if tally.dropped:
         lines.append(f"dropped: {tally.dropped} records without a required field")
+    return lines
+
+
+def _rendered(r: Rendered) -> list[str]:
+    """What rendering the (first) page took: time, requests, what was kept out."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(r.blocked_kinds.items()))
+    lines = [
+        f"rendered in {r.duration:.2f} s: {len(r.fetched)} requests fetched, "
+        f"blocked: {len(r.blocked)}"
+        + (f" ({kinds})" if kinds else "")
+        + f", refused: {len(r.refused)}, failed: {len(r.failed)}"
+    ]
+    lines += [f"  refused: {url}" for url in r.refused[:LINKS_SHOWN]]
+    lines += [f"  failed: {url}" for url in r.failed[:LINKS_SHOWN]]
     return lines
 
 

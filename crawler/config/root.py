@@ -31,6 +31,7 @@ from crawler.config.loader import (
     setting,
 )
 from crawler.config.metrics import MetricsConfig
+from crawler.config.render import BrowserConfig
 from crawler.config.sources import SourceConfig
 from crawler.config.storage import SpoolConfig, StorageConfig
 from crawler.errors import ConfigError
@@ -85,6 +86,9 @@ class Config:
     storage: StorageConfig = section(StorageConfig, "where records go")
     spool: SpoolConfig = section(SpoolConfig, "the local spool (only with a `dsn`)")
     fetch: FetchConfig = section(FetchConfig, "HTTP client limits, politeness, resilience")
+    browser: BrowserConfig | None = section(
+        BrowserConfig, "where pages of `render` sources are rendered", optional=True
+    )
     sources: tuple[SourceConfig, ...] = entries(
         SourceConfig, "the sources to crawl", label="name", required=True
     )
@@ -95,6 +99,16 @@ class Config:
             if s.name in seen:
                 yield f"sources.{s.name}", f"duplicate source name (first at line {seen[s.name]})"
             seen.setdefault(s.name, s.line)
+            if s.render is not None and self.browser is None:
+                yield (
+                    f"sources.{s.name}.render",
+                    "needs a `browser:` section (an `endpoint` or an `executable`)",
+                )
+
+    @property
+    def renders(self) -> bool:
+        """Whether a browser is needed: some source renders its pages."""
+        return self.browser is not None and any(s.render is not None for s in self.sources)
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:

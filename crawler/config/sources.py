@@ -26,6 +26,7 @@ from crawler.config.loader import (
     setting,
 )
 from crawler.config.login import LoginConfig
+from crawler.config.render import RenderConfig
 from crawler.config.request import RequestConfig
 from crawler.config.selectors import check_selector
 
@@ -152,6 +153,11 @@ class SourceConfig:
     sitemap: SitemapConfig | None = section(
         SitemapConfig, "the source's URLs from a sitemap instead of `urls` (below)", optional=True
     )
+    render: RenderConfig | None = section(
+        RenderConfig,
+        "its html pages rendered by the `browser` (pages that need JavaScript; below)",
+        optional=True,
+    )
     line: int | None = derived()
 
     def __post_init__(self) -> None:
@@ -186,6 +192,8 @@ class SourceConfig:
                 yield "key", f"{k!r} is not one of the fields"
         if self.login is not None and not self.login.is_json and not self.cookies:
             yield "cookies", "a form login keeps its session in cookies: remove `cookies: false`"
+        if self.render is not None and self.parser != "html":
+            yield "render", f"renders html pages: not for `parser: {self.parser}`"
 
     @property
     def hosts(self) -> frozenset[str]:

@@ -8,7 +8,7 @@ loop and the capped body read). Each fetch goes through five steps, one method e
 1. `_prepare`: the host's circuit breaker (fail fast while it is open, `fetch.breaker`),
    robots.txt unless the source opts out (`fetch.robots`), and the conditional-GET
    validators of the URL (`fetch.httpstate`), into one frozen `Request`;
-2. `_with_retries`: retries of transient failures (`RETRYABLE`, plus HTTP 429) with
+2. `_with_retries`: retries of transient failures (`fetch.retry`: `RETRYABLE`, HTTP 429) with
    `Backoff`, honouring Retry-After on 429 and 503, never waiting past the give-up bound;
 3. `_attempt`: per-host concurrency, the per-host politeness gap (`fetch.politeness`; the
    larger of `politeness_delay` and the site's Crawl-delay), the breaker's permit, the global
@@ -40,11 +40,12 @@ from crawler.config.sources import SourceConfig
 from crawler.errors import ErrorKind, FetchError
 from crawler.fetch.breaker import Breakers, CircuitBreaker
 from crawler.fetch.content import check_content_type, choose_charset
-from crawler.fetch.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators, revalidate
+from crawler.fetch.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators
 from crawler.fetch.login import Login
 from crawler.fetch.netguard import SourcePolicy, guarding
 from crawler.fetch.politeness import HostPacer
 from crawler.fetch.request import PLAIN, Prepared, prepare
+from crawler.fetch.retry import HOST_FAILURES, retry_wait
 from crawler.fetch.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from crawler.fetch.robots import RobotsCache, RobotsPolicy
 from crawler.fetch.sessions import RunSession, Sessions
@@ -55,19 +56,12 @@ from crawler.fetch.transport import (
     map_aiohttp_errors,
     raise_for_status,
     redacting,
+    revalidated,
 )
 from crawler.lifecycle import Part
 from crawler.observability.metrics import Metrics, status_class
 
 log = logging.getLogger("crawler.fetch")
-
-# Failures worth another attempt: the host or the network may be fine a moment later. A 4xx,
-# a body over the cap or of the wrong type will be the same next time. (429 is a 4xx that is
-# retried, after the wait the server asks for.)
-RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.HTTP_5XX})
-# Failures that say the *host* is unwell, counted by its circuit breaker. A 404 or a page of
-# the wrong shape is the page's problem; the host answered fine.
-HOST_FAILURES = RETRYABLE | {ErrorKind.TLS}
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,7 @@ class Request:
     breaker: CircuitBreaker
     options: Prepared = PLAIN  # the source's method, body, headers, proxy for this run
     session: RunSession | None = None  # the run's cookies and login token
+    home: str | None = None  # a rendered page's request: the page's origin (secret headers)
 
 
 class Fetcher(Part):
@@ -184,14 +179,21 @@ class Fetcher(Part):
         if old is not None and conditional:
             request = dataclasses.replace(request, headers=old.headers())
         page = await self._with_retries(request)
-        if self.state is None:
-            return page
-        change = revalidate(old, page.status, page.etag, page.last_modified, page.body, conditional)
-        if change is None:
-            return page
-        if change.unchanged:
-            page = dataclasses.replace(page, body=b"", not_modified=True)
-        return dataclasses.replace(page, validators=change)
+        return page if self.state is None else revalidated(page, old, conditional)
+
+    async def fetch_for_page(
+        self, source: SourceConfig, url: str, wanted: Prepared, home: str, *, document: bool
+    ) -> Page:
+        """A request of a page the browser renders (crawler/render), `wanted` its method, body
+        and headers, `home` the page's origin: robots.txt for the `document` only, any content
+        type, nothing conditional, a redirect given back (the browser asks for each hop)."""
+        policy = self.policies.get(source.name) or SourcePolicy.of(source, self.config)
+        with guarding(policy):
+            request = await self._prepare(source, url, robots=document)
+            options = request.options.asked_by_page(wanted)
+            return await self._with_retries(
+                dataclasses.replace(request, options=options, home=home)
+            )
 
     def commit(
         self,
@@ -221,14 +223,15 @@ class Fetcher(Part):
             return None
         return await self.state.get(source.name, self._options(source).key(url))
 
-    async def _prepare(self, source: SourceConfig, url: str) -> Request:
+    async def _prepare(self, source: SourceConfig, url: str, robots: bool = True) -> Request:
         """Step 1: fail fast on an open circuit or robots.txt; the politeness gap."""
         parts = urlsplit(url)
         host = parts.netloc
         breaker = self.breakers.get(host)
         breaker.check()
         delay = self.fc.politeness_delay
-        policy = await self._check_robots(source, url, f"{parts.scheme}://{host}")
+        origin = f"{parts.scheme}://{host}"
+        policy = await self._check_robots(source, url, origin) if robots else None
         agent = self._agent(source)
         crawl_delay = policy.crawl_delay(agent) if policy is not None else None
         if crawl_delay:
@@ -274,7 +277,7 @@ class Fetcher(Part):
             except FetchError as exc:
                 if exc.kind is ErrorKind.CIRCUIT_OPEN:
                     raise  # opened by other calls meanwhile: no request was made
-                wait = self._retry_wait(exc, attempt, backoff)
+                wait = retry_wait(self.fc.retry, exc, attempt, backoff)
                 log.warning(
                     "fetch attempt failed, retrying"
                     if wait is not None
@@ -298,19 +301,6 @@ class Fetcher(Part):
                 page = dataclasses.replace(page, attempts=attempt)
             return page
 
-    def _retry_wait(self, exc: FetchError, attempt: int, backoff: Backoff) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up now."""
-        rc = self.fc.retry
-        retryable = exc.kind in RETRYABLE or exc.status == 429
-        if not retryable or attempt >= rc.attempts:
-            return None
-        wait = backoff.next_delay()
-        if exc.retry_after is not None and exc.status in (429, 503):
-            wait = max(wait, min(exc.retry_after, rc.retry_after_max))
-        if backoff.expired(wait):
-            return None
-        return wait
-
     async def _attempt(self, request: Request) -> Page:
         """Step 3: wait for the host's turn and the breaker's permit, then one request."""
         breaker = request.breaker
@@ -331,7 +321,7 @@ class Fetcher(Part):
 
     async def _request(self, request: Request) -> Page:
         """Step 4: one GET (redirects followed by hand), its body read within the cap."""
-        m, source = self.metrics, request.source
+        m, source, browser = self.metrics, request.source, request.home is not None
         status: int | None = None
         body = b""
         started = time.monotonic()
@@ -346,12 +336,15 @@ class Fetcher(Part):
                     source_name=request.source.name,
                     check_hop=functools.partial(self._check_hop, request.source),
                     session=request.session,
+                    home=request.home,
+                    follow=not browser,
                 ) as resp:
                     status = resp.status
                     raise_for_status(resp)
                     if status != 304:
                         declared = "Content-Type" in resp.headers
-                        check_content_type(source.parser, declared, resp.content_type)
+                        if not browser:  # a browser takes what its page asked for
+                            check_content_type(source.parser, declared, resp.content_type)
                         body = await self.transport.read_capped(resp, self.fc.max_response_bytes)
                     return Page(
                         url=request.url,
@@ -365,10 +358,13 @@ class Fetcher(Part):
                         last_modified=resp.headers.get("Last-Modified"),
                         links=link_rels(resp) if "Link" in resp.headers else None,
                         final_url=str(resp.url) if str(resp.url) != request.url else None,
+                        location=resp.headers.get("Location") if browser else None,
                     )
         finally:
             m.in_flight.dec()
-            m.requests.labels(source.name, request.host, status_class(status)).inc()
+            # A rendered page's third-party hosts are not configured: one series for them all.
+            host = request.host if not browser or request.host in source.hosts else "other"
+            m.requests.labels(source.name, host, status_class(status)).inc()
             m.request_duration.labels(source.name).observe(time.monotonic() - started)
             m.response_bytes.labels(source.name).inc(len(body))
 

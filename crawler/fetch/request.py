@@ -21,7 +21,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 from urllib.request import (  # type: ignore[attr-defined]  # public, not in typeshed
@@ -71,6 +71,12 @@ class Prepared:
             if value in text:
                 text = text.replace(value, _REDACTED)
         return text
+
+    def asked_by_page(self, wanted: Prepared) -> Prepared:
+        """These options for a request a rendered page made: `wanted`'s method, body and
+        headers added (the page's `Accept`, `Content-Type`); the secrets and proxy kept."""
+        headers = {**self.headers, **wanted.headers}
+        return replace(self, method=wanted.method, data=wanted.data, headers=headers)
 
     def headers_for(self, url: str, origin: str) -> dict[str, str]:
         """Headers for a request to `url` made on behalf of a URL whose origin is `origin`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import ssl
 import time
@@ -25,7 +26,7 @@ from aiohttp.abc import AbstractResolver
 
 from crawler.config.fetch import FetchConfig
 from crawler.errors import ErrorKind, FetchError
-from crawler.fetch.httpstate import Revalidation
+from crawler.fetch.httpstate import Revalidation, Validators, revalidate
 from crawler.fetch.netguard import GuardedConnector
 from crawler.fetch.request import EnvProxies, Prepared, origin
 
@@ -59,9 +60,21 @@ class Page:
     etag: str | None = None
     last_modified: str | None = None
     links: dict[str, str] | None = None  # RFC 8288 Link header: rel → absolute URL
+    location: str | None = None  # a redirect handed back as it is (a rendered page's request)
     # The validators to record by Fetcher.commit() once the page's records are safe.
     validators: Revalidation | None = None
     final_url: str | None = None  # where the redirects ended (None: not redirected)
+
+
+def revalidated(page: Page, old: Validators | None, conditional: bool) -> Page:
+    """The page with its conditional-GET bookkeeping against `old`, the URL's validators:
+    "not modified" (no body) when unchanged (`httpstate.revalidate`)."""
+    change = revalidate(old, page.status, page.etag, page.last_modified, page.body, conditional)
+    if change is None:
+        return page
+    if change.unchanged:
+        page = dataclasses.replace(page, body=b"", not_modified=True)
+    return dataclasses.replace(page, validators=change)
 
 
 @contextlib.contextmanager
@@ -218,6 +231,8 @@ class Transport:
         source_name: str,
         check_hop: HopCheck,
         session: HopSession | None = None,
+        home: str | None = None,
+        follow: bool = True,
     ) -> aiohttp.ClientResponse:
         """GET the URL, following redirects by hand so every hop is checked like a first
         request: its scheme, and robots.txt of the host it leads to (aiohttp would follow
@@ -227,8 +242,10 @@ class Transport:
         conditional headers belong to the URL asked for and are not sent to other URLs. The
         run's `session` adds its cookies and token to each hop and takes the cookies each
         answer sets, redirects' included (a login's session cookie comes with its 302).
+        `home`: the origin the secret headers belong to (default: the URL's); `follow=False`
+        returns a redirect as it is (a browser follows it itself, each hop asked again).
         """
-        method, data, home = opts.method, opts.data, origin(url)
+        method, data, home = opts.method, opts.data, home or origin(url)
         current, hops = url, 0
         while True:
             headers = opts.headers_for(current, home)  # secret ones: the URL's origin only
@@ -248,7 +265,7 @@ class Transport:
             )
             if session is not None:
                 session.take(resp)
-            if resp.status not in REDIRECTS or "Location" not in resp.headers:
+            if not follow or resp.status not in REDIRECTS or "Location" not in resp.headers:
                 return resp
             hops += 1
             target = resp.url.join(yarl.URL(resp.headers["Location"]))

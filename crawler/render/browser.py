@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from crawler.backoff import Backoff
+from crawler.errors import BrowserError
 from crawler.lifecycle import Part, stop_task
-from crawler.render.cdp import BrowserError, Connection
+from crawler.render.cdp import Connection
 from crawler.render.page import Count, PageFetch, Rendered, RenderSettings, Tab
 
 if TYPE_CHECKING:
-    from crawler.config import BrowserConfig
-    from crawler.metrics import Metrics
+    from crawler.config.render import BrowserConfig
+    from crawler.observability.metrics import Metrics
 
 log = logging.getLogger("crawler.render")
 
@@ -308,21 +309,23 @@ class Context:
         self.browser, self.source = browser, source
         self._conn: Connection | None = None
         self._id = ""
+        self._lock = asyncio.Lock()  # the run's pages render at once: one context for them
 
     async def _ensure(self) -> Connection:
-        conn = await self.browser.connection()
-        if conn is not self._conn:
-            self._conn, self._id = conn, ""
-            created = await conn.call(
-                "Target.createBrowserContext", {"disposeOnDetach": True}, timeout=CALL_TIMEOUT
-            )
-            self._id = created["browserContextId"]
-            await conn.call(
-                "Browser.setDownloadBehavior",
-                {"behavior": "deny", "browserContextId": self._id},
-                timeout=CALL_TIMEOUT,
-            )
-        return conn
+        async with self._lock:
+            conn = await self.browser.connection()
+            if conn is not self._conn:
+                self._conn, self._id = None, ""
+                created = await conn.call(
+                    "Target.createBrowserContext", {"disposeOnDetach": True}, timeout=CALL_TIMEOUT
+                )
+                await conn.call(
+                    "Browser.setDownloadBehavior",
+                    {"behavior": "deny", "browserContextId": created["browserContextId"]},
+                    timeout=CALL_TIMEOUT,
+                )
+                self._conn, self._id = conn, created["browserContextId"]
+            return conn
 
     async def render(
         self, url: str, settings: RenderSettings, fetch: PageFetch, count: Count

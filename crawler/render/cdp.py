@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from crawler.errors import ErrorKind, FetchError
+from crawler.errors import BrowserError
 
 log = logging.getLogger("crawler.render")
 
@@ -31,13 +31,6 @@ log = logging.getLogger("crawler.render")
 MAX_MESSAGE = 64 * 1024 * 1024
 
 Handler = Callable[[str, dict[str, Any]], None]
-
-
-class BrowserError(FetchError):
-    """Raised when the browser cannot be reached, drops the connection or refuses a call."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(ErrorKind.BROWSER, message)
 
 
 async def websocket_url(

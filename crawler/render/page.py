@@ -29,42 +29,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from crawler.errors import ErrorKind, FetchError
-from crawler.render.cdp import BrowserError, Connection
+from crawler.errors import BrowserError, ErrorKind, FetchError
+from crawler.render.cdp import Connection
 
 log = logging.getLogger("crawler.render")
 
-# How often `wait_for` looks for its selector, and how long a tab gets to close.
+# How often `wait_for` looks for its selector (and `networkidle` for quiet), how long no
+# request must be in flight for `networkidle` (as Puppeteer's `networkidle0`), how long a tab
+# gets to close.
 POLL = 0.1
+IDLE = 0.5
 CLOSE_TIMEOUT = 5.0
 _SCHEMES = frozenset({"http", "https"})
 # Before any of the page's scripts: no service worker can be registered (a worker's requests
 # would not pass through this tab's interception).
 _NO_SERVICE_WORKER = "try { delete Object.getPrototypeOf(navigator).serviceWorker; } catch (e) {}"
 _WEBSOCKETS = ["ws://*", "wss://*"]
-# CDP's resource types, lower-cased, as `render.block` names them.
-RESOURCE_TYPES = frozenset(
-    {
-        "document",
-        "stylesheet",
-        "image",
-        "media",
-        "font",
-        "script",
-        "texttrack",
-        "xhr",
-        "fetch",
-        "prefetch",
-        "eventsource",
-        "websocket",
-        "manifest",
-        "signedexchange",
-        "ping",
-        "cspviolationreport",
-        "preflight",
-        "other",
-    }
-)
 # Request headers the page's own fetch()/XHR set that the server needs to answer alike.
 _FORWARDED = frozenset({"accept", "content-type", "accept-language", "x-requested-with"})
 _ERROR_REASON = {
@@ -124,6 +104,7 @@ class Rendered:
     duration: float = 0.0
     fetched: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    blocked_kinds: dict[str, int] = field(default_factory=dict)  # resource type → count
     refused: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -149,7 +130,7 @@ class Tab:
         self.result = Rendered(url="", status=0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loaded = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._active = time.monotonic()  # when a request of the page last started or ended
         self._gone = asyncio.Event()
         self._document_error: FetchError | None = None
         self._loader = ""
@@ -218,9 +199,10 @@ class Tab:
         try:
             if self.settings.wait == "selector":
                 ready: asyncio.Task[Any] = asyncio.create_task(self._selector())
+            elif self.settings.wait == "networkidle":
+                ready = asyncio.create_task(self._network_idle())
             else:
-                event = self._idle if self.settings.wait == "networkidle" else self._loaded
-                ready = asyncio.create_task(event.wait())
+                ready = asyncio.create_task(self._loaded.wait())
             done, _ = await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)
             if ready in done:
                 ready.result()
@@ -229,6 +211,16 @@ class Tab:
                 task.cancel()
         if self._gone.is_set() and self._document_error is None:
             raise BrowserError("the tab or the browser went away")
+
+    async def _network_idle(self) -> None:
+        """After `load`, no request of the page in flight for `IDLE` seconds. Counted here, on
+        the intercepted requests: the browser's own idle signal does not see paused ones."""
+        await self._loaded.wait()
+        while True:
+            quiet = time.monotonic() - self._active
+            if not self._tasks and quiet >= IDLE:
+                return
+            await asyncio.sleep(POLL if self._tasks else IDLE - quiet)
 
     async def _selector(self) -> None:
         expression = f"document.querySelector({json.dumps(self.settings.wait_for)}) !== null"
@@ -263,19 +255,21 @@ class Tab:
 
     def _event(self, method: str, params: dict[str, Any]) -> None:
         if method == "Fetch.requestPaused":
+            self._active = time.monotonic()
             task = asyncio.create_task(self._paused(params))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif method == "Page.lifecycleEvent":
+            task.add_done_callback(self._request_done)
+        elif method == "Page.lifecycleEvent" and params.get("name") == "load":
             if params.get("frameId") == self.target and params.get("loaderId") == self._loader:
-                if params.get("name") == "load":
-                    self._loaded.set()
-                elif params.get("name") == "networkIdle":
-                    self._idle.set()
+                self._loaded.set()
         elif method == "Network.webSocketCreated":
             self._refuse_seen(params.get("url", ""))
         elif method in ("Inspector.detached", "Inspector.targetCrashed", "Connection.closed"):
             self._gone.set()
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._active = time.monotonic()
 
     def _refuse_seen(self, url: str) -> None:
         self.result.refused.append(url)
@@ -288,12 +282,16 @@ class Tab:
         kind = str(params.get("resourceType", "Other")).lower()
         document = kind == "document" and params.get("frameId") == self.target
         try:
+            if kind == "other" and urlsplit(url).path == "/favicon.ico":
+                await self._fail(request_id, "BlockedByClient")  # the browser's own, not the page's
+                return
             if urlsplit(url).scheme not in _SCHEMES:
                 self._refuse_seen(url)
                 await self._fail(request_id, "BlockedByClient")
                 return
             if kind in self.settings.block and not document:
                 self.result.blocked.append(url)
+                self.result.blocked_kinds[kind] = self.result.blocked_kinds.get(kind, 0) + 1
                 self.count("blocked")
                 await self._fail(request_id, "BlockedByClient")
                 return

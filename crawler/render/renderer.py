@@ -10,22 +10,34 @@ its script fetches, so the state kept for a rendered page is the rendered DOM's 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator
 
-from crawler.config import SourceConfig
+from crawler.config.sources import SourceConfig
 from crawler.errors import FetchError
-from crawler.fetch.client import Fetcher, Page
-from crawler.fetch.request import origin
+from crawler.fetch.client import Fetcher
+from crawler.fetch.request import Prepared, origin
+from crawler.fetch.transport import Page, revalidated
 from crawler.observability.metrics import Metrics
-from crawler.render.browser import Context
+from crawler.render.browser import Browser, Context
 from crawler.render.page import Rendered, RenderSettings, Response, Wanted
 
 log = logging.getLogger("crawler.render")
 
 # A Content-Type that says text gets the charset the fetch layer chose for the body.
 _TEXTUAL = ("text/", "application/javascript", "application/json", "application/xml")
+
+
+@contextlib.asynccontextmanager
+async def rendering(
+    browser: Browser, fetcher: Fetcher, metrics: Metrics, source: SourceConfig
+) -> AsyncIterator[Renderer]:
+    """A source run's renderer, in a browser context of its own closed when the run ends."""
+    async with browser.context(source.name) as context:
+        yield Renderer(fetcher, context, metrics, source)
 
 
 def settings_of(source: SourceConfig) -> RenderSettings:
@@ -82,20 +94,17 @@ class Renderer:
             charset="utf-8",
             duration=rendered.duration,
         )
-        return self.fetcher.revalidated(source, url, page, old, conditional)
+        if self.fetcher.state is None:
+            return page
+        return revalidated(page, old, conditional)
 
     def _count(self, outcome: str) -> None:
         self.metrics.render_requests.labels(self.name, outcome).inc()
 
     async def _fetch(self, source: SourceConfig, home: str, wanted: Wanted) -> Response:
+        asked = Prepared(method=wanted.method, headers=wanted.headers, data=wanted.body)
         page = await self.fetcher.fetch_for_page(
-            source,
-            wanted.url,
-            method=wanted.method,
-            headers=wanted.headers,
-            data=wanted.body,
-            home=home,
-            document=wanted.document,
+            source, wanted.url, asked, home, document=wanted.document
         )
         ctype = page.content_type
         if page.charset and ctype.startswith(_TEXTUAL):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crawler.config.root import Config
 from crawler.config.sources import SourceConfig
@@ -27,6 +28,9 @@ from crawler.run.result import RunResult
 from crawler.run.walk import Walk
 from crawler.storable import clean_text
 from crawler.storage.sink import Sink
+
+if TYPE_CHECKING:
+    from crawler.render.browser import Browser
 
 log = logging.getLogger("crawler.pipeline")
 
@@ -75,11 +79,21 @@ class _Batcher:
 class Pipeline:
     """Runs sources: fetch → extract → sink, with per-run accounting."""
 
-    def __init__(self, config: Config, metrics: Metrics, fetcher: Fetcher, sink: Sink) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        fetcher: Fetcher,
+        sink: Sink,
+        browser: Browser | None = None,
+    ) -> None:
         self.config, self.metrics, self.fetcher, self.sink = config, metrics, fetcher, sink
+        self.browser = browser  # with `render` sources only
         self.plans = {s.name: SourcePlan(s) for s in config.sources}
         self.stopping = False  # set on shutdown: runs take no new URLs
         for s in config.sources:
+            if s.render is not None:
+                metrics.init_render(s.name)
             metrics.init_source(s.name, s.hosts, sink.backend)
             if s.login is not None:
                 metrics.init_login(s.name)
@@ -106,10 +120,18 @@ class Pipeline:
         try:
             # The run's request: header file, token and password read now, once per run.
             self.fetcher.begin_run(source)
-            # A source with a `login`: its stored session, or a login before the first page.
-            await self.fetcher.log_in(source)
-            await walk.seed()
-            await _all_or_none([worker() for _ in range(self.config.fetch.concurrency)])
+            async with contextlib.AsyncExitStack() as stack:
+                if source.render is not None and self.browser is not None:
+                    # Imported here: a source without `render` never loads the browser client.
+                    from crawler.render.renderer import rendering
+
+                    walk.renderer = await stack.enter_async_context(
+                        rendering(self.browser, self.fetcher, m, source)
+                    )
+                # A source with a `login`: its stored session, or a login before the first page.
+                await self.fetcher.log_in(source)
+                await walk.seed()
+                await _all_or_none([worker() for _ in range(self.config.fetch.concurrency)])
             await batcher.flush()
             walk.finish()
         except Exception as exc:

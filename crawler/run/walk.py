@@ -20,7 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from crawler.config.discovery import BOUND, DETAIL, EXCLUDED, FEED, FRESH, LISTING, SITEMAP
@@ -39,6 +39,9 @@ from crawler.sources.discover import (
     absolute,
 )
 from crawler.sources.sitemap import INDEX, MAX_DEPTH, parse_sitemap
+
+if TYPE_CHECKING:
+    from crawler.render.renderer import Renderer
 
 # The run's per-page log lines keep the logger they always had (log queries select on it).
 log = logging.getLogger("crawler.pipeline")
@@ -62,6 +65,7 @@ class Walk:
         self.plan, self.fetcher, self.metrics, self.result = plan, fetcher, metrics, result
         self.add_records = add_records
         self.source = plan.source
+        self.renderer: Renderer | None = None  # a `render` source's html pages: rendered
         self.frontier = Frontier()
         self.seen: set[str] = set()  # every URL queued this run: dropped with the walk
         self.bounds: set[str] = set()
@@ -123,9 +127,9 @@ class Walk:
             conditional = True
             if self.follow is not None and task.role in (LISTING, FEED):
                 conditional = await self._links_still_fresh(task.url)
-            page = await self.fetcher.fetch(
-                self.plan.as_role[task.role], task.url, conditional=conditional
-            )
+            source = self.plan.as_role[task.role]
+            via = self.renderer if self.renderer and source.parser == "html" else self.fetcher
+            page = await via.fetch(source, task.url, conditional=conditional)
             m.source_pages.labels(name, task.role).inc()
             if page.not_modified:
                 self._not_modified(task, page)

@@ -19,7 +19,7 @@ from tests.site import Site, quote_source
 # tests' configurations say `robots: false`), difflib (a configuration with a mistake), lxml and
 # jmespath (a CSS-only source whose pages Lexbor parses); and parsel's package beyond its CSS
 # translator (its Selector, w3lib); the Public Suffix List (read on the first cookie that names
-# a domain).
+# a domain); and anything browser-related (crawler.render: only for sources with `render`).
 NOT_FOR_ONCE = (
     "lxml",
     "jmespath",
@@ -38,6 +38,11 @@ NOT_FOR_ONCE = (
     "parsel.selector",
     "w3lib",
     "publicsuffixlist",
+    "crawler.render",
+    "crawler.render.browser",
+    "crawler.render.cdp",
+    "crawler.render.page",
+    "crawler.render.renderer",
 )
 
 ONCE = """\

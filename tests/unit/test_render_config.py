@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import load_config
+from crawler.config.root import load_config
 from crawler.errors import ConfigError
 
 SOURCE = """\
