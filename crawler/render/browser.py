@@ -45,6 +45,7 @@ CALL_TIMEOUT = 10.0
 # A local Chromium: how long it gets to say where it listens, and to stop before SIGKILL.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+REAP_EVERY = 30.0  # seconds between looks for exited orphans of a local browser
 # The browser touches no network of its own: no background services, no QUIC; every request
 # it would make goes to a proxy that does not exist, so only intercepted requests (fulfilled
 # by the crawler) ever complete, WebSockets and service workers included.
@@ -58,6 +59,8 @@ LOCAL_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-extensions",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
     "--disable-dev-shm-usage",
     "--proxy-server=http://127.0.0.1:9",
     "--proxy-bypass-list=<-loopback>",
@@ -83,6 +86,7 @@ class LocalChromium:
 
     async def start(self) -> str:
         """Start it and return its WebSocket URL."""
+        reap_orphans()  # a former browser's crash handlers, should one have exited since
         self._profile = tempfile.mkdtemp(prefix="crawler-chromium-")
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -140,8 +144,8 @@ class LocalChromium:
             self._profile = None
 
 
-def _group(pgid: int) -> list[int]:
-    """The processes of a process group (from /proc)."""
+def _procs() -> list[tuple[int, int, int, str]]:
+    """(pid, ppid, pgid, state) of every process, from /proc."""
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -150,27 +154,37 @@ def _group(pgid: int) -> list[int]:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[2]) == pgid:
-                out.append(int(entry))
+            out.append((int(entry), int(fields[1]), int(fields[2]), fields[0]))
     return out
 
 
+def _group(pgid: int) -> list[int]:
+    """The processes of a process group."""
+    return [pid for pid, _, group, _ in _procs() if group == pgid]
+
+
+def reap_orphans() -> int:
+    """Reap the exited processes re-parented to us, a subreaper: the browser's renderers and
+    crash handlers (which leave its process group) once it is gone. Never blocks."""
+    me, reaped = os.getpid(), 0
+    for pid, ppid, _, state in _procs():
+        if ppid == me and state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                reaped += bool(done)
+    return reaped
+
+
 async def _reap(pids: list[int]) -> None:
-    """Wait for those of `pids` that are our children (a subreaper's orphans) to be reaped,
-    within `STOP_TIMEOUT`; others are not ours to wait for."""
+    """Wait (up to `STOP_TIMEOUT`) until none of `pids` is left, reaping the orphans among
+    them and any other exited one re-parented to us meanwhile."""
     deadline = time.monotonic() + STOP_TIMEOUT
-    todo = set(pids)
-    while todo and time.monotonic() < deadline:
-        for pid in list(todo):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG never blocks)
-            except ChildProcessError:
-                todo.discard(pid)  # not our child (init reaps it) or already reaped
-                continue
-            if done:
-                todo.discard(pid)
-        if todo:
-            await asyncio.sleep(0.05)
+    while True:
+        reap_orphans()
+        alive = {pid for pid, _, _, state in _procs() if state != "Z"} & set(pids)
+        if not alive or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 def become_subreaper() -> None:
@@ -202,6 +216,7 @@ class Browser(Part):
         self._retry_at = 0.0
         self._watcher: asyncio.Task[None] | None = None
         self._rendering = 0
+        self._restarting = False  # a planned restart: no "connection lost" warning
         self.pages = 0  # renders since the local browser (re)started
 
     @property
@@ -232,8 +247,15 @@ class Browser(Part):
         while True:
             conn = self._conn
             if conn is not None and conn.alive:
-                await conn.closed.wait()
-                log.warning("browser connection lost")
+                try:
+                    async with asyncio.timeout(REAP_EVERY):
+                        await conn.closed.wait()
+                except TimeoutError:
+                    if self.local is not None:
+                        reap_orphans()  # a crash handler of a browser stopped before
+                    continue
+                if not self._restarting:
+                    log.warning("browser connection lost")
                 continue
             with contextlib.suppress(BrowserError):
                 await self.connection()
@@ -266,8 +288,7 @@ class Browser(Part):
                 )
                 raise
             self._backoff.reset()
-            self._retry_at = 0.0
-            self.pages = 0
+            self._retry_at, self.pages, self._restarting = 0.0, 0, False
             log.info("browser connected")
             return self._conn
 
@@ -289,6 +310,7 @@ class Browser(Part):
         ):
             async with self._lock:
                 log.info("browser restarted", extra={"pages": self.pages})
+                self._restarting = True
                 await self._disconnect()
             self._retry_at = 0.0
 
