@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
@@ -33,6 +34,23 @@ MAX_MESSAGE = 64 * 1024 * 1024
 Handler = Callable[[str, dict[str, Any]], None]
 
 
+def host_header(endpoint: str) -> dict[str, str]:
+    """The Host to send a browser at `endpoint`. Chromium answers DevTools requests (`/json/*` and
+    the WebSocket upgrade alike) only when their Host is an IP address or `localhost`, its guard
+    against DNS rebinding, which no flag turns off: a plain http/ws endpoint named by a name (the
+    compose service, `http://browser:9222`) is Chromium itself, so it is told `localhost`. Over
+    https/wss the endpoint is a proxy (the stack's, port 9222): it picks its site by the Host
+    and sets Chromium's itself."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "ws") or host == "localhost":
+        return {}
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return {}
+    return {"Host": f"localhost:{parts.port}" if parts.port else "localhost"}
+
+
 async def websocket_url(
     session: aiohttp.ClientSession, endpoint: str, headers: dict[str, str], timeout: float
 ) -> str:
@@ -46,7 +64,7 @@ async def websocket_url(
     version = endpoint.rstrip("/") + "/json/version"
     try:
         async with asyncio.timeout(timeout):
-            async with session.get(version, headers=headers) as resp:
+            async with session.get(version, headers=headers | host_header(endpoint)) as resp:
                 if resp.status != 200:
                     raise BrowserError(f"{version}: HTTP {resp.status}")
                 info = await resp.json(content_type=None)
@@ -83,7 +101,7 @@ class Connection:
         try:
             ws = await session.ws_connect(
                 url,
-                headers=headers,
+                headers=headers | host_header(url),
                 timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
                 max_msg_size=MAX_MESSAGE,
                 autoping=True,
