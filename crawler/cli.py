@@ -1,7 +1,8 @@
-"""The command line: `crawler run|once|check|spool|preview|quarantine -c FILE`.
+"""The command line: `crawler run|once|check|reload|status|spool|preview|export|quarantine -c FILE`.
 
 Configuration problems are printed one per line as `FILE:LINE: key: message` with exit status
-2, never as a traceback. `once` exits 1 when any source run failed.
+2, never as a traceback. `once` exits 1 when any source run failed; `status` 1 when a source's
+last run failed, and it and `reload` exit 3 when no crawler is running.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     once = add("once", "run sources once, print a summary, exit non-zero if any failed")
     once.add_argument("sources", nargs="*", help="source names (default: every enabled source)")
     add("check", "validate the configuration and exit (2 on errors)")
+    add(
+        "reload",
+        "make the running crawler read its configuration again (SIGHUP) and report the outcome",
+    )
+    status = add("status", "every source's last and next run, from the running crawler or store")
+    status.add_argument("--json", action="store_true", help="one JSON document")
     spool = add("spool", "show the spool's depth and oldest age; --drain moves it to PostgreSQL")
     spool.add_argument("--drain", action="store_true", help="drain the spool now")
     quarantine = add(
@@ -99,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     # Commands whose stdout is their output log to stderr, so a pipe gets only the data.
-    data_out = args.command in ("preview", "export", "quarantine")
+    data_out = args.command in ("preview", "export", "quarantine", "status", "reload")
     setup_logging(
         config.log_level,
         config.instance,
@@ -129,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.unprocessed,
                 args.mark_processed,
             )
+        if args.command == "status":
+            from crawler.commands.status import command as status
+
+            return status(config, args.json)
+        if args.command == "reload":
+            from crawler.commands.reload import command as reload
+
+            return reload(config)
         if args.command == "quarantine":
             from crawler.commands.quarantine import command as quarantine
 

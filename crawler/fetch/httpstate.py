@@ -62,6 +62,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE http_state ADD COLUMN next_url TEXT;
     UPDATE http_state SET fetched_at = CAST(strftime('%s', 'now') AS REAL);
     """,
+    # The source's extraction definition the row was recorded under (crawler.config.diff):
+    # rows from before it belong to no definition, so each URL is extracted once more.
+    """
+    ALTER TABLE http_state ADD COLUMN definition TEXT;
+    """,
 )
 
 
@@ -74,6 +79,9 @@ class Validators:
     body_hash: bytes | None = None
     fetched_at: float | None = None  # Unix time the last successful fetch was committed
     next_url: str | None = None  # a listing page: the next page of its pagination
+    # The extraction definition the page's records were made with: validators of another
+    # definition do not spare the page's extraction (a field added must appear on a 304 page).
+    definition: str | None = None
 
     def same_content(self, other: Validators | None) -> bool:
         """Equal but for the time stamp."""
@@ -141,6 +149,10 @@ class HttpState(Part):
         self._conn: sqlite3.Connection | None = None
         self._worker = SqliteWorker("http-state")
         self._pending: dict[_Key, Validators | None] = {}  # None: delete the row
+        # Per source: the extraction definition of its run under way (crawler.config.diff; set
+        # by the pipeline at a run's start, one run per source at a time). Rows are recorded
+        # under it, and rows of another definition are not found (the page is extracted again).
+        self.definitions: dict[str, str | None] = {}
         self._timer: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.writes = 0  # rows written (tests check the store writes only on change)
@@ -201,16 +213,19 @@ class HttpState(Part):
         self._worker.shutdown()
 
     async def get(self, source: str, url: str) -> Validators | None:
+        """What is known of the URL, if recorded under the extraction of the source's run."""
+        definition = self.definitions.get(source)
         key = (source, url)
         if key in self._pending:
-            return self._pending[key]
+            pending = self._pending[key]
+            return pending if pending is None or pending.definition == definition else None
         conn = self._conn
         if conn is None:
             return None
 
         def _get() -> Validators | None:
             row = conn.execute(
-                "SELECT etag, last_modified, body_hash, fetched_at, next_url"
+                "SELECT etag, last_modified, body_hash, fetched_at, next_url, definition"
                 " FROM http_state WHERE source=? AND url=?",
                 key,
             ).fetchone()
@@ -221,6 +236,8 @@ class HttpState(Part):
         except sqlite3.Error as exc:
             log.error("HTTP state read failed", extra={"url": url, "error": str(exc)})
             return None
+        if result is not None and result.definition != definition:
+            return None  # recorded under another extraction: as if never fetched
         return result
 
     def put(
@@ -231,8 +248,11 @@ class HttpState(Part):
         new: Validators | None,
         stamp_every: float = STAMP_EVERY,
     ) -> None:
-        """Remember `new` for the URL (None forgets it); a no-op when it equals `old`, or differs
-        only by a time stamp less than `stamp_every` newer."""
+        """Remember `new` for the URL (None forgets it), under the extraction of the source's
+        run; a no-op when it equals `old`, or differs only by a time stamp less than
+        `stamp_every` newer."""
+        if new is not None:
+            new = dataclasses.replace(new, definition=self.definitions.get(source))
         if self._conn is None or old == new:
             return
         if (
@@ -286,10 +306,18 @@ def _write(conn: sqlite3.Connection, rows: dict[_Key, Validators | None]) -> Non
                 conn.execute("DELETE FROM http_state WHERE source=? AND url=?", (source, url))
             else:
                 conn.execute(
-                    "INSERT OR REPLACE INTO http_state"
-                    " (source, url, etag, last_modified, body_hash, fetched_at, next_url)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (source, url, v.etag, v.last_modified, v.body_hash, v.fetched_at, v.next_url),
+                    "INSERT OR REPLACE INTO http_state (source, url, etag, last_modified,"
+                    " body_hash, fetched_at, next_url, definition) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        source,
+                        url,
+                        v.etag,
+                        v.last_modified,
+                        v.body_hash,
+                        v.fetched_at,
+                        v.next_url,
+                        v.definition,
+                    ),
                 )
 
 

@@ -1,7 +1,8 @@
-"""The HTTP side: /metrics, /healthz and /readyz, served from the crawler's own event loop.
+"""The HTTP side: /metrics, /healthz, /readyz and /status, served from the crawler's own loop.
 
 /healthz answers whenever the loop turns (a blocked loop is what it detects); /readyz is 200
-only when the scheduler runs and records have somewhere to go (store, or spool below its cap).
+only when the scheduler runs and records have somewhere to go (store, or spool below its cap);
+/status is every source's state as JSON (crawler.run.status), what `crawler status` shows.
 With `metrics.basic_auth` and `metrics.tls` the endpoints ask for a password and speak HTTPS
 (crawler.webauth).
 """
@@ -9,7 +10,8 @@ With `metrics.basic_auth` and `metrics.tls` the endpoints ask for a password and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -22,10 +24,15 @@ from crawler.observability.metrics import Metrics
 from crawler.observability.webauth import BasicAuth
 
 Readiness = Callable[[], "tuple[bool, dict[str, object]]"]
+Status = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def make_app(
-    metrics: Metrics, readiness: Readiness, config: MetricsConfig | None = None
+    metrics: Metrics,
+    readiness: Readiness,
+    config: MetricsConfig | None = None,
+    status: Status | None = None,
+    status_token: str | None = None,
 ) -> web.Application:
     # Each series' text but its value is rendered once, on its first scrape (crawler.exposition).
     exposition = Exposition(metrics.registry)
@@ -48,9 +55,13 @@ def make_app(
             text=json.dumps({"ready": ok, **detail}) + "\n",
         )
 
+    async def status_handler(request: web.Request) -> web.Response:
+        assert status is not None
+        return web.json_response(await status())
+
     middlewares = []
     if config is not None and config.basic_auth:
-        middlewares.append(BasicAuth(dict(config.basic_auth)).middleware())
+        middlewares.append(BasicAuth(dict(config.basic_auth)).middleware(status_token))
     app = web.Application(middlewares=middlewares)
     app.add_routes(
         [
@@ -59,6 +70,8 @@ def make_app(
             web.get("/readyz", readyz),
         ]
     )
+    if status is not None:
+        app.add_routes([web.get("/status", status_handler)])
     return app
 
 
@@ -75,10 +88,17 @@ async def start_server(
 
 
 class HttpServer(Part):
-    """/metrics, /healthz and /readyz on `host:port` for as long as the part is open."""
+    """/metrics, /healthz, /readyz and /status on `host:port` while the part is open."""
 
-    def __init__(self, metrics: Metrics, readiness: Readiness, config: MetricsConfig) -> None:
-        self.app = make_app(metrics, readiness, config)
+    def __init__(
+        self,
+        metrics: Metrics,
+        readiness: Readiness,
+        config: MetricsConfig,
+        status: Status | None = None,
+        status_token: str | None = None,
+    ) -> None:
+        self.app = make_app(metrics, readiness, config, status, status_token)
         self.config = config
         self._runner: web.AppRunner | None = None
 

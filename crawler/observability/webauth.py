@@ -71,13 +71,26 @@ class BasicAuth:
             self._good[token] = None
         return ok
 
-    def middleware(self) -> Callable[..., Awaitable[Any]]:
+    def middleware(self, status_token: str | None = None) -> Callable[..., Awaitable[Any]]:
+        """The aiohttp middleware; `status_token` (crawler.observability.pidfile) also opens
+        /status to the local `crawler status`, which has no password to send (the users file
+        holds only hashes)."""
         from aiohttp import web
+
+        bearer = f"Bearer {status_token}".encode() if status_token else None
 
         @web.middleware
         async def check(request: web.Request, handler: Any) -> Any:
-            if request.path in OPEN_PATHS or await self.allows(
-                request.headers.get("Authorization")
+            header = request.headers.get("Authorization")
+            if (
+                request.path in OPEN_PATHS
+                or (
+                    bearer is not None
+                    and request.path == "/status"
+                    and header is not None
+                    and hmac.compare_digest(header.encode(), bearer)
+                )
+                or await self.allows(header)
             ):
                 return await handler(request)
             return web.Response(

@@ -103,8 +103,17 @@ class Leases(Part):
         self.running: set[str] = set()  # sources with a run under way: never released mid-run
         self.draining: set[str] = set()  # held beyond the share for a run under way only
         self._renewer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a reload changed the sources: refresh now
         for s in sources:
             metrics.leased.labels(s).set(0)
+
+    def configure(self, sources: list[str]) -> None:
+        """Follow a reloaded source list: the next refresh, started now, takes leases of the
+        added sources and gives back those of the removed ones (after their run under way)."""
+        for s in set(sources) - set(self.sources):
+            self.metrics.leased.labels(s).set(0)
+        self.sources = sources
+        self._wake.set()
 
     async def open(self) -> None:
         with contextlib.suppress(CrawlerError):  # unreachable: keep the last-held sources
@@ -160,7 +169,11 @@ class Leases(Part):
             row = await cur.fetchone()
             others = int(row[0]) if row else 0  # count(*) always returns one row
             share = fair_share(len(self.sources), others)
-            core, busy = split_held(self.held, self.running, share, self.holder)
+            configured = set(self.sources)
+            mine = {s for s in self.held if s in configured}
+            core, busy = split_held(mine, self.running, share, self.holder)
+            # Removed by a reload with a run under way: kept for that run only, like `busy`.
+            busy += sorted(s for s in self.held - configured if s in self.running)
             args = {"holder": self.holder, "ttl": self.ttl}
             cur = await conn.execute(_TAKE, {**args, "sources": core + busy})
             renewed = {row[0] for row in await cur.fetchall()}
@@ -214,7 +227,9 @@ class Leases(Part):
                     "could not renew leases; keeping the sources held",
                     extra={"held": sorted(self.held), "error": str(exc)},
                 )
-            await asyncio.sleep(self.ttl / 3)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+            self._wake.clear()
 
     async def release(self) -> None:
         """Give every lease back (orderly stop), so others take the sources at once."""

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from crawler.config.root import Config
@@ -89,17 +89,33 @@ class Pipeline:
     ) -> None:
         self.config, self.metrics, self.fetcher, self.sink = config, metrics, fetcher, sink
         self.browser = browser  # with `render` sources only
-        self.plans = {s.name: SourcePlan(s) for s in config.sources}
+        self.plans: dict[str, SourcePlan] = {}
         self.stopping = False  # set on shutdown: runs take no new URLs
         for s in config.sources:
-            if s.render is not None:
-                metrics.init_render(s.name)
-            metrics.init_source(s.name, s.hosts, sink.backend)
-            if s.login is not None:
-                metrics.init_login(s.name)
-            metrics.init_discovery(s.name, *self.plans[s.name].series())
-            fs = self.plans[s.name].detail.fields
-            metrics.init_fields(s.name, fs.names, bool(fs.required))
+            self._plan(s)
+
+    def _plan(self, source: SourceConfig) -> None:
+        """Compile the source's plan and create its series at 0."""
+        plan = self.plans[source.name] = SourcePlan(source)
+        m = self.metrics
+        if source.render is not None:
+            m.init_render(source.name)
+        m.init_source(source.name, source.hosts, self.sink.backend)
+        if source.login is not None:
+            m.init_login(source.name)
+        m.init_discovery(source.name, *plan.series())
+        m.init_fields(source.name, plan.detail.fields.names, bool(plan.detail.fields.required))
+
+    def configure(self, config: Config, changed: Collection[str]) -> None:
+        """Take a reloaded configuration: plans for the added and `changed` sources (a run
+        under way keeps the plan it started with), none for the removed ones."""
+        self.config = config
+        names = {s.name for s in config.sources}
+        for name in [n for n in self.plans if n not in names]:
+            del self.plans[name]
+        for s in config.sources:
+            if s.name not in self.plans or s.name in changed:
+                self._plan(s)
 
     async def run_source(self, source: SourceConfig) -> RunResult:
         m = self.metrics
@@ -107,7 +123,10 @@ class Pipeline:
         started = time.monotonic()
         log.info("source run started", extra={"source": source.name, "urls": len(source.urls)})
         batcher = _Batcher(self.sink, source.name, self.config.storage.batch_size, m)
-        walk = Walk(self.plans[source.name], self.fetcher, m, result, batcher.add)
+        plan = self.plans.get(source.name)
+        if plan is None or plan.source is not source:  # a reload just replaced it
+            plan = SourcePlan(source)
+        walk = Walk(plan, self.fetcher, m, result, batcher.add)
 
         async def worker() -> None:
             # The frontier ends once nothing is queued and no worker can queue more.
@@ -119,6 +138,8 @@ class Pipeline:
 
         try:
             # The run's request: header file, token and password read now, once per run.
+            if self.fetcher.state is not None:  # its validators belong to this extraction
+                self.fetcher.state.definitions[source.name] = plan.definition
             self.fetcher.begin_run(source)
             async with contextlib.AsyncExitStack() as stack:
                 if source.render is not None and self.browser is not None:

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
+from crawler.config.diff import extraction_fingerprint
 from crawler.config.discovery import DETAIL, FEED, LISTING, SITEMAP
 from crawler.config.sources import SourceConfig
 from crawler.fetch.httpstate import STAMP_EVERY
@@ -32,6 +33,12 @@ class SourcePlan:
 
     def __init__(self, source: SourceConfig) -> None:
         self.source = source
+        # Conditional-GET validators belong to this extraction definition (crawler.config.diff).
+        self.definition = extraction_fingerprint(source)
+        # Conditional-GET validators belong to this extraction definition (crawler.config.diff).
+        self.definition = extraction_fingerprint(source)
+        # Conditional-GET validators belong to this extraction definition (crawler.config.diff).
+        self.definition = extraction_fingerprint(source)
         follow = source.follow
         if follow is None:
             self.listing = self.detail = Extractor(source)

@@ -9,7 +9,7 @@ so an alert can say "no success in twice the interval" without a per-source cons
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -79,22 +79,61 @@ class Scheduler(Part):
             log.info("scheduler shut down")
 
     def start(self) -> None:
-        now = datetime.now(timezone.utc)
         for source in self.sources:
-            if not source.enabled:
-                continue
-            self.metrics.interval.labels(source.name).set(expected_interval(source))
-            self._scheduler.add_job(
-                self._job,
-                make_trigger(source),
-                args=[source],
-                id=source.name,
-                name=source.name,
-                next_run_time=now if source.every is not None else None,
-            )
+            self._add(source)
         self._scheduler.start()
         self._update_next_runs()
         log.info("scheduler started", extra={"sources": len(self.sources)})
+
+    def _add(self, source: SourceConfig) -> None:
+        if not source.enabled:
+            return
+        self.metrics.interval.labels(source.name).set(expected_interval(source))
+        self._scheduler.add_job(
+            self._job,
+            make_trigger(source),
+            args=[source],
+            id=source.name,
+            name=source.name,
+            next_run_time=datetime.now(timezone.utc) if source.every is not None else None,
+        )
+
+    def configure(self, sources: tuple[SourceConfig, ...], changed: Collection[str]) -> None:
+        """Follow a reloaded source list. Added sources are scheduled (an `every` one runs at
+        once) and removed ones unscheduled; a `changed` one runs its new definition from its
+        next run (rescheduled only when its `every`, `cron` or `jitter` changed); the others
+        keep their job untouched, so no run moves and none doubles. Runs under way go on:
+        APScheduler counts a job's running instance by its id, so a source removed and added
+        back while its run is still under way does not run twice at once."""
+        before = {s.name: s for s in self.sources}
+        for name in before.keys() - {s.name for s in sources}:
+            if self._scheduler.get_job(name) is not None:
+                self._scheduler.remove_job(name)
+        for source in sources:
+            old = before.get(source.name)
+            job = self._scheduler.get_job(source.name)
+            if old is None or (source.name in changed and job is None):
+                self._add(source)
+            elif source.name not in changed:
+                continue
+            elif not source.enabled:
+                self._scheduler.remove_job(source.name)
+            elif (old.every, old.cron, old.jitter) == (source.every, source.cron, source.jitter):
+                job.modify(args=[source])
+            else:
+                self.metrics.interval.labels(source.name).set(expected_interval(source))
+                job.modify(args=[source])
+                job.reschedule(make_trigger(source))
+        self.sources = sources
+        self._update_next_runs()
+
+    def next_runs(self) -> dict[str, float]:
+        """When each scheduled source runs next (Unix time); paused or disabled: absent."""
+        return {
+            job.id: job.next_run_time.timestamp()
+            for job in self._scheduler.get_jobs()
+            if job.next_run_time is not None
+        }
 
     async def _job(self, source: SourceConfig) -> None:
         try:
@@ -103,9 +142,8 @@ class Scheduler(Part):
             self._update_next_runs()
 
     def _update_next_runs(self) -> None:
-        for job in self._scheduler.get_jobs():
-            if job.next_run_time is not None:
-                self.metrics.next_run.labels(job.id).set(job.next_run_time.timestamp())
+        for name, at in self.next_runs().items():
+            self.metrics.next_run.labels(name).set(at)
 
     def pause(self) -> None:
         """Stop starting new runs (runs under way go on); `resume()` undoes it. Idempotent."""

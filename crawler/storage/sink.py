@@ -65,6 +65,12 @@ class Sink(Part):
         )  # one drain at a time: `crawler spool --drain` and the task
         self.log_keys = log.isEnabledFor(logging.DEBUG)
 
+    def configure(self, config: Config) -> None:
+        """Take a reloaded configuration: its sources' `history` (the storage settings cannot
+        change while running, crawler.config.diff)."""
+        self.config = config
+        self.store.history = history_sources(config.sources)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self, *, drainer: bool = True) -> None:

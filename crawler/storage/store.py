@@ -30,6 +30,7 @@ class Store(Protocol):
 
     backend: str
     remote: bool
+    history: frozenset[str]  # sources whose changed records are versioned (a reload sets it)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

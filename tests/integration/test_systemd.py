@@ -1,4 +1,5 @@
-"""systemd: READY=1 after start-up, WATCHDOG=1 from the event loop, STOPPING=1 on SIGTERM."""
+"""systemd: READY=1 after start-up, WATCHDOG=1 from the event loop, RELOADING=1 and READY=1
+around a reload (SIGHUP), STOPPING=1 on SIGTERM."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def test_notify_ready_watchdog_and_stopping(
                 messages.append((time.monotonic(), sock.recv(256).decode()))
             except TimeoutError:
                 continue
+        # `systemctl reload` (ExecReload= sends SIGHUP): RELOADING=1, then READY=1 when done.
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and [m for _, m in messages].count("READY=1") < 2:
+            try:
+                messages.append((time.monotonic(), sock.recv(256).decode()))
+            except TimeoutError:
+                continue
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "STOPPING=1" not in [m for _, m in messages]:
@@ -61,3 +70,5 @@ def test_notify_ready_watchdog_and_stopping(
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert max(gaps) < 2.0, gaps  # pinged at half of WATCHDOG_USEC: never late enough to be killed
     assert "STOPPING=1" in names
+    reloading = [i for i, m in enumerate(names) if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+    assert len(reloading) == 1 and "READY=1" in names[reloading[0] :], names

@@ -337,6 +337,7 @@ def unit_settings(name: str) -> dict[str, list[str]]:
 def test_crawler_unit_contract() -> None:
     s = unit_settings("crawler.service")
     assert s["ExecStart"] == ["/opt/crawler/current/bin/crawler run -c /etc/crawler/crawler.yaml"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # `systemctl reload crawler`
     assert s["Type"] == ["notify"] and s["WatchdogSec"] == ["60"] and s["Restart"] == ["always"]
     assert int(s["TimeoutStartSec"][0]) >= 120
     assert s["MemoryMax"] == ["300M"]

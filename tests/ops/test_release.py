@@ -50,7 +50,11 @@ class Box:
         for tool in self.bin.iterdir():
             tool.chmod(0o755)
 
-    def release(self, name: str, *, healthy: bool = True, accepts_config: bool = True) -> Path:
+    def release(
+        self, name: str, *, healthy: bool = True, accepts_config: bool = True, reloads: int = 0
+    ) -> Path:
+        """A stand-in release; its `crawler reload` exits `reloads` (1: the running crawler
+        refused the file) and is recorded in state/crawler.log."""
         rel = self.prefix / "releases" / name
         (rel / "bin").mkdir(parents=True)
         check = (
@@ -58,7 +62,10 @@ class Box:
             if accepts_config
             else "echo 'crawler.yaml:3: sources.a.nope: unknown key' >&2; exit 2"
         )
-        (rel / "bin" / "crawler").write_text(f"#!/bin/sh\n{check}\n")
+        reload = f'echo "$*" >> "{self.state}/crawler.log"; exit {reloads}'
+        (rel / "bin" / "crawler").write_text(
+            f'#!/bin/sh\nif [ "$1" = reload ]; then {reload}; fi\n{check}\n'
+        )
         (rel / "bin" / "crawler").chmod(0o755)
         if healthy:
             self.healthy.add(str(rel))
@@ -183,3 +190,37 @@ def test_a_first_install_that_never_gets_ready_fails_without_a_rollback(box: Box
 def test_rollback_with_nothing_to_go_back_to_says_so(box: Box) -> None:
     proc = box.run(ROLLBACK)
     assert proc.returncode == 1 and "no previous release" in proc.stderr
+
+
+def test_the_same_release_with_a_new_configuration_reloads_without_a_restart(box: Box) -> None:
+    v1 = box.release("v1")
+    assert box.run(RELEASE, "activate", str(v1)).returncode == 0
+    proc = box.run(RELEASE, "activate", str(v1))  # deploy/install re-run: the config changed
+    assert proc.returncode == 0, proc.stderr
+    assert "no restart needed" in proc.stdout
+    proc = box.run(RELEASE, "reload")
+    assert proc.returncode == 0, proc.stderr
+    assert (box.state / "systemctl.log").read_text().splitlines() == ["restart crawler.service"]
+    reloads = (box.state / "crawler.log").read_text().splitlines()
+    assert reloads == [f"reload -c {box.state / 'crawler.yaml'}"] * 2
+    assert "configuration reloaded by v1" in (box.state / "journal.log").read_text()
+
+
+def test_a_reload_the_crawler_refuses_falls_back_to_a_restart(box: Box) -> None:
+    assert box.run(RELEASE, "activate", str(box.release("v1", reloads=1))).returncode == 0
+    proc = box.run(RELEASE, "reload")
+    assert proc.returncode == 0, proc.stderr
+    assert "did not take the configuration (exit 1); restarting" in proc.stdout
+    restarts = (box.state / "systemctl.log").read_text().splitlines()
+    assert restarts == ["restart crawler.service"] * 2
+    assert box.running() == "v1"
+
+
+def test_a_reload_with_a_config_the_release_refuses_changes_nothing(box: Box) -> None:
+    assert box.run(RELEASE, "activate", str(box.release("v1"))).returncode == 0
+    (box.prefix / "releases" / "v1" / "bin" / "crawler").write_text(
+        "#!/bin/sh\necho 'crawler.yaml:3: sources.a.nope: unknown key' >&2; exit 2\n"
+    )
+    proc = box.run(RELEASE, "reload")
+    assert proc.returncode == 1 and "keeps its configuration" in proc.stderr
+    assert (box.state / "systemctl.log").read_text().splitlines() == ["restart crawler.service"]
