@@ -38,8 +38,10 @@ import psycopg
 import pytest
 import yaml
 
+from tests.chromium import Chromium
 from tests.helpers import free_port, require, wait_for
 from tests.login_site import USER, LoginSite
+from tests.render_site import ShopSite
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -426,7 +428,28 @@ def members() -> Iterator[LoginSite]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, pg_dsn: str, site: Site, members: LoginSite) -> Iterator[dict[str, Any]]:
+def shop() -> Iterator[ShopSite]:
+    s = ShopSite().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Chromium]:
+    browser = Chromium().start()
+    yield browser
+    browser.stop()
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path,
+    pg_dsn: str,
+    site: Site,
+    members: LoginSite,
+    shop: ShopSite,
+    chromium: Chromium,
+) -> Iterator[dict[str, Any]]:
     """Crawler + Pi-like node_exporter + Prometheus scraping both every second."""
     (tmp_path / "members_password").write_text(members.password)
     procs: list[Proc] = []
@@ -438,6 +461,8 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site, members: LoginSite) -> Iterat
         "metrics": {"listen": f"127.0.0.1:{crawler_port}"},
         "storage": {"dsn": pg_dsn},
         "fetch": {"politeness_delay": "0s", "retry": {"attempts": 1}},
+        # A real headless Chromium (tests/chromium.py): the rendering panels.
+        "browser": {"endpoint": chromium.endpoint},
         "sources": [
             {
                 "name": "quotes_html",
@@ -484,6 +509,15 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site, members: LoginSite) -> Iterat
                     "username": USER,
                     "password_file": str(tmp_path / "members_password"),
                 },
+            },
+            # A single-page app (tests/render_site.py), rendered: the rendering panels.
+            {
+                "name": "spa_shop",
+                "every": "2s",
+                "urls": [f"{shop.base}/shop"],
+                "render": {"wait_for": "p.ready", "timeout": "20s"},
+                "items": "div.product",
+                "fields": {"name": "h2::text"},
             },
             # Answers 404: failed runs for the Data dashboard's failure panels.
             {
@@ -561,14 +595,11 @@ def stack(tmp_path: Path, pg_dsn: str, site: Site, members: LoginSite) -> Iterat
             p.stop()
 
 
-# Panels of features the crawler above does not use (no source has `render`, and nothing
-# reloads it), with the metric each one reads. Such a panel may be empty only while the
+# Panels of features the crawler above does not use (nothing reloads it), with the metric each
+# one reads. Such a panel may be empty only while the
 # crawler exports no series of its metric at all: once it does (a feature that sets it at
 # start-up, or a source added above), the panel must answer like every other.
 FEATURE_PANELS = {
-    "Render time p50 / p95": "crawler_render_seconds_bucket",
-    "Rendered pages' requests by outcome": "crawler_render_requests_total",
-    "Browser reachable": "crawler_browser_up",
     "Last configuration reload": "crawler_config_last_reload_successful",
     "Configuration running since": "crawler_config_info",
 }
