@@ -600,7 +600,6 @@ def stack(
 # crawler exports no series of its metric at all: once it does (a feature that sets it at
 # start-up, or a source added above), the panel must answer like every other.
 FEATURE_PANELS = {
-    "Last configuration reload": "crawler_config_last_reload_successful",
     "Configuration running since": "crawler_config_info",
 }
 
