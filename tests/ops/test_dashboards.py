@@ -11,7 +11,8 @@
   grammar itself: tests/ops/test_grafana_checks.py; the queries against a real
   Loki: tests/ops/test_logs_e2e.py).
 * End to end: a real Prometheus scrapes a real crawler (crawling a local
-  aiohttp site into a real PostgreSQL) and a real node_exporter made to look
+  aiohttp site into a real PostgreSQL, one source behind a form login, one
+  single-page app rendered by a real headless Chromium) and a real node_exporter made to look
   like a Pi (a thermal zone and the throttling textfile). The template
   variables are resolved the way Grafana would, and every query of the
   Crawler overview and Pi host dashboards must return data; the Data
@@ -595,38 +596,13 @@ def stack(
             p.stop()
 
 
-# Panels of features the crawler above does not use (nothing reloads it), with the metric each
-# one reads. Such a panel may be empty only while the
-# crawler exports no series of its metric at all: once it does (a feature that sets it at
-# start-up, or a source added above), the panel must answer like every other.
-FEATURE_PANELS = {
-    "Configuration running since": "crawler_config_info",
-}
-
-
 def unanswered(base: str, dash: dict[str, Any]) -> list[str]:
     values = resolve_variables(base, dash)
     missing = []
     for title, expr, _ in queries(dash, "prometheus"):
-        if prom_query(base, substitute(expr, values)):
-            continue
-        if title in FEATURE_PANELS and not prom_query(
-            base, f'{FEATURE_PANELS[title]}{{job="crawler"}}'
-        ):
-            continue  # the crawler exports no such series: nothing to show
-        missing.append(f"{title}: {expr}")
+        if not prom_query(base, substitute(expr, values)):
+            missing.append(f"{title}: {expr}")
     return missing
-
-
-def test_feature_panels_name_panels_and_metrics_that_exist() -> None:
-    """Every exempted panel is on the overview and reads the metric it is listed with."""
-    overview = {
-        title: expr
-        for title, expr, _ in queries(dashboards()["crawler-overview.json"], "prometheus")
-    }
-    for title, metric in FEATURE_PANELS.items():
-        assert title in overview, f"no panel {title!r} on the Crawler overview"
-        assert metric in overview[title], f"{title}: does not read {metric}"
 
 
 @pytest.mark.timeout(90)
