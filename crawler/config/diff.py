@@ -65,6 +65,10 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         if f.name not in RELOADABLE
         for key in _changed_keys(getattr(old, f.name), getattr(new, f.name), f.name)
     ]
+    # The browser starts with the process only when a source renders: the first `render`
+    # source needs a restart to get one.
+    if new.renders and not old.renders:
+        restart += [f"sources.{s.name}.render" for s in new.sources if s.render is not None]
     return ConfigDiff(
         added=tuple(n for n in after if n not in before),
         removed=tuple(n for n in before if n not in after),

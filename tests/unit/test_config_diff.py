@@ -93,3 +93,20 @@ def test_the_fingerprint_follows_the_extraction_not_the_schedule(tmp_path: Path)
     assert fingerprint(**{"span.text": "p.text"}) != base
     assert fingerprint(**{"{text: span.text::text}": "{text: span.text::text, a: b::text}"}) != base
     assert fingerprint(**{"items: div.quote": "items: div.quote\n    key: [text]"}) != base
+
+
+def test_the_first_render_source_needs_a_restart_for_its_browser(tmp_path: Path) -> None:
+    browser = "browser: {executable: /usr/bin/chromium}\n"
+    old = load(tmp_path, QUOTES, "a.yaml", **{"instance: pi-1\n": f"instance: pi-1\n{browser}"})
+    rendering = QUOTES + "    render: {}\n"
+    new = load(tmp_path, rendering, "b.yaml", **{"instance: pi-1\n": f"instance: pi-1\n{browser}"})
+    assert diff(old, new).restart == ("sources.quotes.render",)  # type: ignore[arg-type]
+    # A second one rides on the browser the first started.
+    again = load(
+        tmp_path,
+        rendering + QUOTES.replace("quotes", "more") + "    render: {}\n",
+        "c.yaml",
+        **{"instance: pi-1\n": f"instance: pi-1\n{browser}"},
+    )
+    change = diff(new, again)  # type: ignore[arg-type]
+    assert change.restart == () and change.added == ("more",)
