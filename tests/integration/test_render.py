@@ -22,6 +22,7 @@ from crawler.config.root import load_config
 from crawler.service import Service
 from tests.chromium import Chromium, chromium_path, processes, zombies
 from tests.crawler_proc import run_cli
+from tests.helpers import free_port
 from tests.render_site import PAGES, PER_PAGE, PRODUCTS, LanHost, ShopSite
 
 
@@ -265,3 +266,24 @@ def test_preview_renders_and_says_what_it_took(
     assert "rendered in" in out.stdout
     assert f"blocked: {PER_PAGE} ({PER_PAGE} image)" in out.stdout
     assert not (tmp_path / "var" / "crawler.sqlite").exists()
+
+
+async def test_an_unreachable_browser_costs_counted_failures_and_is_said(
+    shop: ShopSite, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    source = shop_source(shop)
+    source.pop("paginate")
+    source["urls"] = [f"{shop.base}/shop?page={i}" for i in (1, 2)]
+    # Nothing listens there: every connect is refused.
+    cfg = write_config(browser={"endpoint": f"http://127.0.0.1:{free_port()}"}, sources=[source])
+    registry = CollectorRegistry()
+    service = Service(load_config(cfg), registry)
+    async with service.opened() as pipeline:
+        result = await pipeline.run_source(pipeline.config.sources[0])
+        assert sample(registry, "crawler_browser_up") == 0.0
+        assert service.readiness()[1]["browser"] == "down"
+    assert (result.status, result.errors) == ("failure", {"browser": 2})
+    assert (
+        sample(registry, "crawler_fetch_errors_total", source="spa_shop", error_kind="browser") == 2
+    )
+    assert shop.hits["/shop"] == 0  # no page is fetched for a browser that is not there
