@@ -116,6 +116,9 @@ def soak(renders: int, report: int, restart_after: int) -> None:
                     for kind in ("render_timeout", "browser")
                 }
                 print(f"render failures: {errors}")
+                count = seen.get('crawler_render_seconds_count{source="shop"}', 0.0)
+                total = seen.get('crawler_render_seconds_sum{source="shop"}', 0.0)
+                print(f"render time: mean {total / max(count, 1) * 1000:.0f} ms over {count:.0f}")
     finally:
         shop.stop()
 

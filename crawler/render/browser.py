@@ -23,7 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -350,17 +350,25 @@ class Context:
             return conn
 
     async def render(
-        self, url: str, settings: RenderSettings, fetch: PageFetch, count: Count
+        self,
+        url: str,
+        settings: RenderSettings,
+        fetch: PageFetch,
+        count: Count,
+        took: Callable[[float], None],
     ) -> Rendered:
-        """Render `url` in a new tab of this context; raise FetchError on failure."""
+        """Render `url` in a new tab of this context; raise FetchError on failure. `took` is
+        told how long the render took, from its turn among `max_pages` (failed ones too)."""
         browser = self.browser
         async with browser.slots:
             browser._rendering += 1
+            started = time.monotonic()
             try:
                 conn = await self._ensure()
                 tab = Tab(conn, self._id, settings, fetch, count, CALL_TIMEOUT)
                 return await tab.render(url)
             finally:
+                took(time.monotonic() - started)
                 browser._rendering -= 1
                 await browser._rendered()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from crawler.config.sources import SourceConfig
@@ -66,14 +65,12 @@ class Renderer:
         """Render `url` for `source` and give it as a fetched page; raise FetchError."""
         old = await self.fetcher.known(source, url)
         fetch = functools.partial(self._fetch, source, origin(url))
-        started = time.monotonic()
+        took = self.metrics.render_seconds.labels(self.name).observe
         try:
-            rendered = await self.context.render(url, self.settings, fetch, self._count)
+            rendered = await self.context.render(url, self.settings, fetch, self._count, took)
         except FetchError:
             self.last = None
             raise
-        finally:
-            self.metrics.render_seconds.labels(self.name).observe(time.monotonic() - started)
         self.last = rendered
         log.debug(
             "page rendered",

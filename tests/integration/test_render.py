@@ -83,17 +83,26 @@ async def run_once(cfg: Path, registry: CollectorRegistry | None = None) -> list
     return await service.once()
 
 
+async def run_and_ask_browser(
+    cfg: Path, registry: CollectorRegistry
+) -> tuple[Any, tuple[float, object]]:
+    """One run of the first source; then, the service still open, what `crawler_browser_up`
+    and /readyz's `browser` check say."""
+    service = Service(load_config(cfg), registry)
+    async with service.opened() as pipeline:
+        result = await pipeline.run_source(pipeline.config.sources[0])
+        said = (sample(registry, "crawler_browser_up"), service.readiness()[1]["browser"])
+    return result, said
+
+
 async def test_records_exactly_as_the_sites_data_and_images_never_requested(
     shop: ShopSite, chromium: Chromium, write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     cfg = write_config(browser={"endpoint": chromium.endpoint}, sources=[shop_source(shop)])
     registry = CollectorRegistry()
-    service = Service(load_config(cfg), registry)
-    async with service.opened() as pipeline:
-        result = await pipeline.run_source(pipeline.config.sources[0])
-        # The browser is reachable, and said so by the gauge and /readyz's checks.
-        assert sample(registry, "crawler_browser_up") == 1.0
-        assert service.readiness()[1]["browser"] == "up"
+    result, said = await run_and_ask_browser(cfg, registry)
+    # The browser is reachable, and said so by the gauge and /readyz's checks.
+    assert said == (1.0, "up")
     assert (result.status, result.pages, result.records) == ("success", PAGES, len(PRODUCTS))
     assert [
         {"id": r["id"], "name": r["name"], "price": Decimal(str(r["price"]))}
@@ -277,11 +286,8 @@ async def test_an_unreachable_browser_costs_counted_failures_and_is_said(
     # Nothing listens there: every connect is refused.
     cfg = write_config(browser={"endpoint": f"http://127.0.0.1:{free_port()}"}, sources=[source])
     registry = CollectorRegistry()
-    service = Service(load_config(cfg), registry)
-    async with service.opened() as pipeline:
-        result = await pipeline.run_source(pipeline.config.sources[0])
-        assert sample(registry, "crawler_browser_up") == 0.0
-        assert service.readiness()[1]["browser"] == "down"
+    result, said = await run_and_ask_browser(cfg, registry)
+    assert said == (0.0, "down")
     assert (result.status, result.errors) == ("failure", {"browser": 2})
     assert (
         sample(registry, "crawler_fetch_errors_total", source="spa_shop", error_kind="browser") == 2
