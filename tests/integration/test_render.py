@@ -15,10 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
 from crawler.config.root import load_config
+from crawler.render.cdp import Connection
 from crawler.service import Service
 from tests.chromium import Chromium, chromium_path, processes, zombies
 from tests.crawler_proc import run_cli
@@ -196,9 +198,14 @@ async def test_a_page_that_never_settles_fails_as_render_timeout_and_its_context
         browser={"endpoint": chromium.endpoint}, fetch={"concurrency": 1}, sources=[source]
     )
     registry = CollectorRegistry()
-    started = time.monotonic()
-    [result] = await run_once(cfg, registry)
-    took = time.monotonic() - started
+    service = Service(load_config(cfg), registry)
+    async with service.opened() as pipeline:
+        started = time.monotonic()
+        result = await pipeline.run_source(pipeline.config.sources[0])
+        took = time.monotonic() - started
+        # The run is over, the crawler still connected: its tabs and its context are gone.
+        assert [t["url"] for t in chromium.targets()] == ["about:blank"]
+        assert await browser_contexts(chromium) == []
     assert result.errors == {"render_timeout": 1}
     assert (result.pages, result.records) == (1, PER_PAGE)
     assert took < 15  # 2 s for the page that never settles, not its endless requests
@@ -208,8 +215,17 @@ async def test_a_page_that_never_settles_fails_as_render_timeout_and_its_context
         )
         == 1
     )
-    # Its tab and the run's context are gone: the browser holds only its own blank page.
-    assert [t["url"] for t in chromium.targets()] == ["about:blank"]
+
+
+async def browser_contexts(chromium: Chromium) -> list[str]:
+    """The browser contexts the browser holds, asked over CDP (`Target.getBrowserContexts`)."""
+    async with aiohttp.ClientSession() as http:
+        conn = await Connection.open(http, chromium.endpoint, {}, 10)
+        try:
+            answer = await conn.call("Target.getBrowserContexts", timeout=10)
+        finally:
+            await conn.close()
+    return list(answer["browserContextIds"])
 
 
 async def test_service_workers_are_refused(
