@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests import helpers
+from tests.chromium import Chromium
 from tests.helpers import PostgresServer
 from tests.proxy import Proxy
 from tests.site import Site
@@ -61,6 +62,15 @@ def site() -> Iterator[Site]:
     s = Site().start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Chromium]:
+    """One real headless Chromium for the module, its DevTools port on 127.0.0.1
+    (tests/chromium.py)."""
+    browser = Chromium().start()
+    yield browser
+    browser.stop()
 
 
 TIERS = ("unit", "integration", "ops")

@@ -10,21 +10,12 @@ an https/wss one (the stack's proxy on port 9222, tests/ops/test_proxy.py) to th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiohttp
-import pytest
 
 from crawler.render.cdp import Connection, host_header
 from tests.chromium import Chromium
 from tests.site import StaticResolver
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Chromium]:
-    browser = Chromium().start()
-    yield browser
-    browser.stop()
 
 
 def by_name() -> aiohttp.ClientSession:

@@ -28,14 +28,6 @@ from tests.helpers import free_port
 from tests.render_site import PAGES, PER_PAGE, PRODUCTS, LanHost, ShopSite
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Chromium]:
-    """One real headless Chromium for the module, its DevTools port on 127.0.0.1."""
-    browser = Chromium().start()
-    yield browser
-    browser.stop()
-
-
 @pytest.fixture
 def lan() -> Iterator[LanHost]:
     host = LanHost().start()

@@ -436,13 +436,6 @@ def shop() -> Iterator[ShopSite]:
 
 
 @pytest.fixture
-def chromium() -> Iterator[Chromium]:
-    browser = Chromium().start()
-    yield browser
-    browser.stop()
-
-
-@pytest.fixture
 def stack(
     tmp_path: Path,
     pg_dsn: str,
