@@ -21,6 +21,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +35,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from tests import helpers
 from tests.helpers import free_port, require, wait_for
 from tests.nas import caddy_env, caddyfile_for_debian, setup_secrets
 from tests.site import Site
@@ -52,6 +54,7 @@ class Front:
     health_port: int
     browser: str  # the `crawler` account: user:password
     cdp_port: int  # Chromium's own DevTools port, behind the proxy
+    ca_file: Path  # the root of Caddy's local CA (secrets/proxy-ca.crt on the NAS)
 
 
 def up(port: int) -> bool:
@@ -208,6 +211,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             health_port=health,
             browser=f"crawler:{browser_pw}",
             cdp_port=cdp_port,
+            ca_file=root,
         )
 
         def served() -> bool:
@@ -367,6 +371,73 @@ def test_a_devtools_session_runs_through_the_proxy(front: Front) -> None:
     answer = asyncio.run(drive())
     assert answer["id"] == 1
     assert "Chrome/" in answer["result"]["product"]
+
+
+# Run in a process of its own: aiohttp builds its default TLS context when it is imported, from
+# the trust store as the process starts (as the crawler's would on the Pi).
+DRIVE_BROWSER = """
+import asyncio, sys
+from prometheus_client import CollectorRegistry
+from crawler.config.root import load_config
+from crawler.observability.metrics import Metrics
+from crawler.render.browser import Browser
+
+async def main():
+    metrics = Metrics(CollectorRegistry())
+    async with Browser(load_config(sys.argv[1]).browser, metrics) as browser:
+        conn = await browser.connection()
+        version = await conn.call("Browser.getVersion", timeout=10)
+        print(version["product"], metrics.registry.get_sample_value("crawler_browser_up"))
+
+asyncio.run(main())
+"""
+
+
+def test_the_crawlers_browser_client_works_through_the_proxy(front: Front, tmp_path: Path) -> None:
+    """A crawler on the Pi as docs/security.md (*The Pi*) sets it up: the crawler's own `Browser`
+    part with `endpoint: https://NAS:9222`, the `crawler` account's password from a file, and the
+    proxy's CA added to the trust store (`update-ca-certificates` on the Pi; here a bundle of the
+    system's roots and the proxy's, as SSL_CERT_FILE). It connects, drives the browser through
+    the proxy and reports it up; without the proxy's root it cannot connect."""
+    password = tmp_path / "browser_password"
+    password.write_text(front.browser.split(":", 1)[1])
+    cfg = helpers.write_config(
+        tmp_path,
+        browser={
+            "endpoint": f"https://localhost:{front.ports['browser']}",
+            "basic_user": "crawler",
+            "password_file": str(password),
+        },
+        sources=[
+            {
+                "name": "spa",
+                "every": "1h",
+                "urls": ["http://127.0.0.1:9/"],
+                "render": {},
+                "items": "div",
+                "fields": {"a": "a::text"},
+            }
+        ],
+    )
+    system = Path(ssl.get_default_verify_paths().openssl_cafile)
+    bundle = tmp_path / "ca-certificates.crt"
+    bundle.write_text((system.read_text() if system.is_file() else "") + front.ca_file.read_text())
+
+    def drive(cafile: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", DRIVE_BROWSER, str(cfg)],
+            env={**os.environ, "SSL_CERT_FILE": str(cafile), "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    trusted = drive(bundle)
+    assert trusted.returncode == 0, trusted.stderr[-3000:]
+    product, up = trusted.stdout.split()
+    assert product.startswith(("Chrome/", "HeadlessChrome/")) and float(up) == 1
+    untrusted = drive(system)
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
 
 
 def test_the_compose_healthcheck_asks_chromium_as_it_answers(front: Front) -> None:
