@@ -127,6 +127,8 @@ class Service:
             return None
         if source.name in self._running:  # removed and added back while its run goes on
             return None
+        if not any(s.name == source.name for s in self.config.sources):
+            return None  # started by the scheduler just before a reload removed it
         task = asyncio.current_task()
         assert task is not None
         self._runs.add(task)

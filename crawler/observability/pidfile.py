@@ -17,6 +17,7 @@ import os
 import secrets
 from pathlib import Path
 
+from crawler.errors import CrawlerError
 from crawler.lifecycle import Part
 
 log = logging.getLogger("crawler.service")
@@ -45,7 +46,10 @@ class PidFile(Part):
         _write(self.pid_path, f"{os.getpid()}\n", 0o644)
 
     async def close(self) -> None:
-        if running_pid(self.pid_path.parent) == os.getpid():
+        mine = False
+        with contextlib.suppress(CrawlerError):
+            mine = running_pid(self.pid_path.parent) == os.getpid()
+        if mine:
             for path in (self.pid_path, self.token_path):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -64,9 +68,13 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 
 def running_pid(state_dir: Path) -> int | None:
-    """The pid of the crawler serving from `state_dir`, or None when none is running."""
+    """The pid of the crawler serving from `state_dir`, or None when none is running;
+    CrawlerError when this user may not read the pid file."""
+    path = state_dir / PID_FILE
     try:
-        pid = int((state_dir / PID_FILE).read_text().strip())
+        pid = int(path.read_text().strip())
+    except PermissionError as exc:  # not "no crawler": this user may not look
+        raise CrawlerError(f"cannot read {path}: run as the crawler's user or root") from exc
     except (OSError, ValueError):
         return None
     try:
