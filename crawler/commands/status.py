@@ -93,7 +93,7 @@ async def from_store(config: Config, why: str) -> dict[str, Any]:
     except CrawlerError as exc:
         document["sources"] = source_entries(config.sources, None, {}, None, None)
         document["database"] = {"backend": sink.backend, "reachable": False, "error": str(exc)}
-        document["note"] = f"{why}; {STORE_ONLY}"
+        document["note"] = f"{why}: {STORE_ONLY}"
         return document
     try:
         try:
@@ -108,7 +108,7 @@ async def from_store(config: Config, why: str) -> dict[str, Any]:
         document.update(storage_entries(sink))
     finally:
         await sink.close()
-    document["note"] = f"{why}; {STORE_ONLY}"
+    document["note"] = f"{why}: {STORE_ONLY}"
     return document
 
 

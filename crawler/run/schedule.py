@@ -86,6 +86,8 @@ class Scheduler(Part):
         log.info("scheduler started", extra={"sources": len(self.sources)})
 
     def _add(self, source: SourceConfig) -> None:
+        from apscheduler.util import undefined
+
         if not source.enabled:
             return
         self.metrics.interval.labels(source.name).set(expected_interval(source))
@@ -95,7 +97,9 @@ class Scheduler(Part):
             args=[source],
             id=source.name,
             name=source.name,
-            next_run_time=datetime.now(timezone.utc) if source.every is not None else None,
+            # `every` runs at once; `cron` at its first fire time (APScheduler's `undefined`:
+            # an explicit None would add the job paused, and the source would never run).
+            next_run_time=datetime.now(timezone.utc) if source.every is not None else undefined,
         )
 
     def configure(self, sources: tuple[SourceConfig, ...], changed: Collection[str]) -> None:

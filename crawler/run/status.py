@@ -19,7 +19,7 @@ from crawler.run.result import RunResult
 from crawler.storage.runs import LastRun
 from crawler.storage.sink import Sink
 
-STORE_ONLY = "no crawler is running: last runs from the store, no next runs, no leases"
+STORE_ONLY = "last runs from the store, no next runs, no leases"
 
 
 def schedule_text(source: SourceConfig) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timezone
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from crawler.config.fields import FieldSpec
@@ -86,3 +88,52 @@ async def test_disabled_sources_are_not_scheduled() -> None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
     assert started == ["on"]
+
+
+async def test_a_cron_source_is_scheduled_at_its_first_fire_time() -> None:
+    """Not paused: APScheduler adds a job whose next_run_time is None as paused."""
+    registry = CollectorRegistry()
+
+    async def run(src: SourceConfig) -> None:
+        pass
+
+    async with Scheduler((source(cron="*/5 * * * *"),), Metrics(registry), run) as scheduler:
+        next_run = scheduler.next_runs()["s"]
+        now = datetime.now(timezone.utc).timestamp()
+        assert now < next_run <= now + 300
+        assert registry.get_sample_value(
+            "crawler_source_next_run_timestamp_seconds", {"source": "s"}
+        ) == pytest.approx(next_run)
+
+
+async def test_configure_follows_a_reloaded_source_list() -> None:
+    """Added: scheduled; removed: unscheduled; changed: the new definition, rescheduled only
+    when its schedule changed; unchanged: its next run where it was."""
+    started: list[SourceConfig] = []
+
+    async def run(src: SourceConfig) -> None:
+        started.append(src)
+
+    keep, change, gone = source("keep", every=3600.0), source("change", every=3600.0), source("gone", every=3600.0)  # fmt: skip
+    async with Scheduler((keep, change, gone), Metrics(CollectorRegistry()), run) as scheduler:
+        for _ in range(100):
+            if len(started) == 3:
+                break
+            await asyncio.sleep(0.01)
+        before = scheduler.next_runs()
+        changed = dataclasses.replace(source("change", every=3600.0), items="p")
+        new = source("new", every=3600.0)
+        again = source("keep", every=3600.0)  # an equal copy, as a reload reads it
+        scheduler.configure((again, changed, new), {"change"})
+        after = scheduler.next_runs()
+        assert set(after) == {"keep", "change", "new"}
+        assert after["keep"] == before["keep"] and after["change"] == before["change"]
+        for _ in range(100):
+            if len(started) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert [s.name for s in started[3:]] == ["new"]  # an added `every` source runs at once
+        scheduler.configure(
+            (again, dataclasses.replace(source("change", every=60.0), items="p"), new), {"change"}
+        )
+        assert scheduler.next_runs()["change"] < before["change"] - 3000  # rescheduled
