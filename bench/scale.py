@@ -14,7 +14,15 @@ window it measures
 then SIGKILLs one crawler and measures the take-over: the time until every source it ran has
 run on another instance. Prints a Markdown table (docs/scaling.md has one run's).
 
+With `--slow HOLD` it measures the slow-database case instead: the crawlers reach PostgreSQL
+through the test suite's outage proxy (tests/proxy.py), which, over the steady window, holds
+each message of their record connections (application_name `crawler`) for HOLD seconds, so
+every batch takes longer than `lease_ttl`, while their lease connections pass at once. It
+counts overlapping runs from crawler_jobs (once the spooled runs have drained), the fairness
+during the slowness and over a second window after it.
+
     .venv/bin/python bench/scale.py [--crawlers 2,5,10] [--sources 200] [--seconds 40]
+    .venv/bin/python bench/scale.py --slow 1 --crawlers 2 --ttl 6
 
 Run it after the README's test command. Bounded: about (warm-up + steady + take-over) per N,
 under ten minutes for the defaults on two cores; loopback only.
@@ -38,6 +46,7 @@ sys.path.insert(0, str(HERE.parent))
 import psycopg  # noqa: E402
 
 from tests.helpers import PostgresServer, free_port  # noqa: E402
+from tests.proxy import Proxy  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -145,8 +154,83 @@ def overlaps(rows: list[tuple[str, str, float, float]]) -> int:
     return count
 
 
-def victim_name(n: int, names: list[str]) -> str:
-    return f"n{n}-{names[0]}"
+def fairness(rows: list[tuple[str, str, float, float]], instances: list[str]) -> str:
+    """min / max share of the runs per instance."""
+    per_instance = dict.fromkeys(instances, 0)
+    for _source, instance, _s, _e in rows:
+        per_instance[instance] = per_instance.get(instance, 0) + 1
+    counts = sorted(per_instance.values())
+    total = sum(counts) or 1
+    return f"{counts[0] / total:.3f} / {counts[-1] / total:.3f} (even {1 / len(instances):.3f})"
+
+
+def start_crawlers(
+    n: int, args: argparse.Namespace, site: str, work: Path, dsn: str
+) -> tuple[list[str], list[subprocess.Popen[bytes]]]:
+    names = [f"pi-{i:02d}" for i in range(n)]
+    procs = []
+    for name in names:
+        cfg = config(work, f"n{n}-{name}", dsn, site, args.sources, args.interval, args.ttl)
+        log = (work / f"n{n}-{name}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "crawler", "run", "-c", str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return [f"n{n}-{name}" for name in names], procs
+
+
+def stop_crawlers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def slow_phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, str]:
+    """The slow-database case: record connections held `args.slow` s per message."""
+    pg = PostgresServer()
+    pg.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        dsn = pg.create_database()
+        with Proxy(pg.port) as proxy:
+            instances, procs = start_crawlers(n, args, site, work, proxy.dsn(dsn))
+            time.sleep(args.warmup)
+            t0 = time.time()
+            proxy.slow("crawler", args.slow)
+            time.sleep(args.seconds)
+            proxy.slow("crawler", 0)
+            t1 = time.time()
+            time.sleep(args.warmup)  # the spooled runs drain, the shares settle
+            t2 = time.time()
+            time.sleep(args.seconds)
+            t3 = time.time()
+            stop_crawlers(procs)
+        during = [r for r in runs(dsn, t0) if r[2] >= t0 and r[3] <= t1]
+        after = [r for r in runs(dsn, t2) if r[2] >= t2 and r[3] <= t3]
+        lapses = sum(
+            (work / f"{name}.log").read_text(errors="replace").count("leases lapsed")
+            for name in instances
+        )
+        return {
+            "crawlers": str(n),
+            "record connection held": f"{args.slow:g} s per message",
+            "source runs/s while slow": f"{len(during) / (t1 - t0):.1f}",
+            "fairness while slow": fairness(during, instances),
+            "overlapping runs": str(overlaps(runs(dsn, t0 - args.warmup))),
+            "lease lapses": str(lapses),
+            "fairness after": fairness(after, instances),
+        }
+    finally:
+        stop_crawlers(procs)
+        pg.destroy()
 
 
 def phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, str]:
@@ -155,32 +239,17 @@ def phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, 
     procs: list[subprocess.Popen[bytes]] = []
     try:
         dsn = pg.create_database()
-        names = [f"pi-{i:02d}" for i in range(n)]
-        for name in names:
-            cfg = config(work, f"n{n}-{name}", dsn, site, args.sources, args.interval, args.ttl)
-            log = (work / f"n{n}-{name}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "crawler", "run", "-c", str(cfg)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        instances, procs = start_crawlers(n, args, site, work, dsn)
         time.sleep(args.warmup)
         t0, cpu0, (w0, x0) = time.time(), pg_cpu_seconds(pg), lease_counters(dsn)
         time.sleep(args.seconds)
         t1, cpu1, (w1, x1) = time.time(), pg_cpu_seconds(pg), lease_counters(dsn)
         steady = runs(dsn, t0)
-        per_instance = {f"n{n}-{name}": 0 for name in names}
-        for _source, instance, _s, _e in steady:
-            per_instance[instance] = per_instance.get(instance, 0) + 1
-        counts = sorted(per_instance.values())
-        total = sum(counts) or 1
+        victim = instances[0]
         if not steady:
-            tail = (work / f"{victim_name(n, names)}.log").read_text(errors="replace")[-2000:]
+            tail = (work / f"{victim}.log").read_text(errors="replace")[-2000:]
             print(f"no source ran in the steady window; a crawler's log:\n{tail}", file=sys.stderr)
         # Take-over: kill the first crawler; time until each of its sources ran elsewhere.
-        victim = victim_name(n, names)
         victim_sources = {r[0] for r in steady if r[1] == victim and r[3] > t1 - 2 * args.interval}
         killed = time.time()
         procs[0].send_signal(signal.SIGKILL)
@@ -204,9 +273,7 @@ def phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, 
         return {
             "crawlers": str(n),
             "source runs/s": f"{len(steady) / (t1 - t0):.1f}",
-            "fairness (min/max share)": (
-                f"{counts[0] / total:.3f} / {counts[-1] / total:.3f} (even {1 / n:.3f})"
-            ),
+            "fairness (min/max share)": fairness(steady, instances),
             "overlapping runs": str(overlaps(all_rows)),
             "lease writes/s": f"{(w1 - w0) / (t1 - t0):.1f}",
             "transactions/s": f"{(x1 - x0) / (t1 - t0):.1f}",
@@ -214,14 +281,7 @@ def phase(n: int, args: argparse.Namespace, site: str, work: Path) -> dict[str, 
             "take-over after SIGKILL": f"{takeover:.1f} s ({len(victim_sources)} sources)",
         }
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_crawlers(procs)
         pg.destroy()
 
 
@@ -233,6 +293,12 @@ def main() -> None:
     ap.add_argument("--ttl", type=float, default=15.0, help="lease_ttl, seconds")
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=40.0, help="the steady window")
+    ap.add_argument(
+        "--slow",
+        type=float,
+        default=0.0,
+        help="the slow-database case: hold each record-connection message this many seconds",
+    )
     args = ap.parse_args()
     port = free_port()
     site = f"http://127.0.0.1:{port}"
@@ -247,7 +313,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="crawler-scale-") as tmp:
             for n in (int(x) for x in args.crawlers.split(",")):
                 print(f"{n} crawlers ...", file=sys.stderr, flush=True)
-                rows.append(phase(n, args, site, Path(tmp)))
+                measure = slow_phase if args.slow else phase
+                rows.append(measure(n, args, site, Path(tmp)))
     finally:
         site_proc.terminate()
         site_proc.wait()

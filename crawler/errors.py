@@ -7,6 +7,7 @@
     ├── StoreError           the store failed for a reason retrying will not fix
     │   ├── StoreDataError   a record in the batch is refused (its data): quarantined alone
     │   └── StoreUnavailable the database cannot be reached now (the spool takes over)
+    │       └── StoreTimeout it answers, but not within the time allowed (a lease renewal)
     └── SpoolFull            the spool is at its size cap; records are refused, not dropped
 
 Third-party exceptions (aiohttp, psycopg, sqlite3, the browser's CDP answers) are translated
@@ -109,6 +110,11 @@ class StoreDataError(StoreError):
 
 class StoreUnavailable(StoreError):
     """Raised when the database cannot be reached now (refused, timed out, gone)."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """Raised when a transaction did not finish in its time (no answer, or the server's own
+    statement or lock timeout): the database may be there, only slow."""
 
 
 class SpoolFull(CrawlerError):

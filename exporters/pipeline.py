@@ -5,6 +5,15 @@ arrived, independent of any crawler process: rows per source, the newest
 ``last_seen``, the unprocessed backlog, failed ``crawler_jobs`` in the last hour
 and table sizes. It runs next to the database (the NAS, in compose).
 
+A scrape costs the same at ten thousand rows and at ten million: the per-source
+figures are read from ``scraped_data_counts``, one row per source that triggers
+on ``scraped_data`` keep exact in the transaction of every write (the crawler's
+upserts, a downstream job's ``processed`` updates, deletes; migration 6 of the
+crawler's PostgreSQL store). Failed jobs come from the index on
+``crawler_jobs.finished_at`` (a day's rows), sizes from the catalogue. Only a
+database the crawler has not migrated yet, without that table, is still counted
+the old way, by reading ``scraped_data`` whole.
+
 Each scrape opens one connection, runs a few aggregate queries inside a
 read-only transaction and closes it, all under one hard deadline. A dead,
 slow or hung database makes ``crawler_data_scrape_success`` 0 within the
@@ -44,7 +53,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 log = logging.getLogger("exporters.pipeline")
 
 DEFAULT_LISTEN: Final = "127.0.0.1:9411"
-TABLES: Final = ("scraped_data", "crawler_jobs", "crawler_leases")
+TABLES: Final = ("scraped_data", "crawler_jobs", "crawler_leases", "scraped_data_counts")
 
 # Prometheus' default scrape_timeout is 10 s; answering well inside it keeps
 # `up` at 1 and lets crawler_data_scrape_success carry the failure.
@@ -52,6 +61,12 @@ DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 # libpq rounds connect_timeout below 2 s up to 2 s.
 MIN_CONNECT_TIMEOUT_SECONDS: Final = 2
 
+# Exact, and as cheap as the number of sources: the triggers' per-source counts.
+_COUNTS_SQL: Final = """
+SELECT source, row_count, extract(epoch FROM newest_seen)::float8, unprocessed
+FROM scraped_data_counts
+"""
+# A database from before migration 6 (no counts table yet): the whole table, once per scrape.
 _SCRAPED_DATA_SQL: Final = """
 SELECT source,
        count(*) AS rows,
@@ -121,7 +136,8 @@ async def _read(conn: psycopg.AsyncConnection[Any], snap: Snapshot) -> None:
         for table, size in await cur.fetchall():
             snap.table_bytes[table] = int(size)
         if "scraped_data" in snap.table_bytes:
-            cur = await conn.execute(_SCRAPED_DATA_SQL)
+            counted = "scraped_data_counts" in snap.table_bytes
+            cur = await conn.execute(_COUNTS_SQL if counted else _SCRAPED_DATA_SQL)
             for source, rows, newest, unprocessed in await cur.fetchall():
                 snap.rows[source] = int(rows)
                 if newest is not None:

@@ -8,6 +8,8 @@ so it serves sync and async tests alike and keeps working while a test blocks.
     proxy.cut()        # every connection closed; new ones closed at once (server still up)
     proxy.restore()    # connections go through again
     Proxy(port, freeze_on_query=True)  # the server's answers stop after the first query
+    proxy.slow("crawler", 1.0)  # each message of the connections named so held 1 s
+    proxy.slow("crawler", 0)    # ... and no longer
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
+
+# The start-up message's protocol version (3.0); an SSL or GSS request comes before it.
+_PROTOCOL_3 = 196608
 
 
 class Proxy:
@@ -32,6 +38,7 @@ class Proxy:
         self._cut = False
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
+        self._slow: dict[str, float] = {}  # application_name -> seconds each message is held
 
     def start(self) -> Proxy:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -52,6 +59,14 @@ class Proxy:
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+
+    def slow(self, application_name: str, seconds: float) -> None:
+        """Hold each message the client sends on connections that gave this
+        `application_name` at start-up for `seconds` before passing it on (a NAS busy with a
+        RAID scrub: the server answers, late); other connections pass at once. 0 ends it,
+        for connections open now too."""
+        with self._lock:
+            self._slow[application_name] = seconds
 
     def close(self) -> None:
         self.cut()
@@ -89,6 +104,7 @@ class Proxy:
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        name: str | None = None  # the connection's application_name, once seen
         while True:
             try:
                 data = src.recv(65536)
@@ -96,6 +112,14 @@ class Proxy:
                 break
             if not data:
                 break
+            if from_client:
+                if name is None:
+                    name = _application_name(data)
+                else:
+                    with self._lock:
+                        hold = self._slow.get(name, 0.0)
+                    if hold > 0:
+                        time.sleep(hold)
             if self.freeze_on_query:
                 # Startup and SSL requests begin with a length (0x00); every later client
                 # message begins with its type letter.
@@ -114,3 +138,13 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+def _application_name(data: bytes) -> str | None:
+    """The `application_name` of a start-up message ("" if it names none); None for anything
+    else (an SSL request, which comes first)."""
+    if len(data) < 8 or int.from_bytes(data[4:8], "big") != _PROTOCOL_3:
+        return None
+    words = data[8 : int.from_bytes(data[0:4], "big")].split(b"\0")
+    params = dict(zip(words[0::2], words[1::2], strict=False))
+    return params.get(b"application_name", b"").decode("utf-8", "replace")

@@ -80,7 +80,9 @@ class Config:
         60.0,
         cv.positive_duration,
         "several crawlers on one PostgreSQL: how long a source's lease lasts without renewal "
-        "(a dead crawler's sources move after at most this)",
+        "(a dead crawler's sources move after at most this); renewed every third of it on a "
+        "connection of its own, each renewal within that third, else no new runs of the "
+        "sources once the rest has passed",
     )
     metrics: MetricsConfig = section(MetricsConfig, "the crawler's own HTTP endpoints")
     storage: StorageConfig = section(StorageConfig, "where records go")

@@ -81,11 +81,12 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("crawler_requests_in_flight", "Requests in flight.", registry=r)
-        self.response_bytes = Counter(
-            "crawler_response_bytes",
-            "Body bytes received, after decompression.",
-            ["source"],
-            registry=r,
+
+        def per_source(name: str, help_text: str) -> Counter:
+            return Counter(name, help_text, ["source"], registry=r)
+
+        self.response_bytes = per_source(
+            "crawler_response_bytes", "Body bytes received, after decompression."
         )
         self.fetch_errors = Counter(
             "crawler_fetch_errors",
@@ -93,23 +94,21 @@ class Metrics:
             ["source", "error_kind"],
             registry=r,
         )
+        self.failed_pages = per_source(
+            "crawler_source_failed_pages", "Pages failed for good, any kind."
+        )
         self.fetch_retries = Counter(
             "crawler_fetch_retries",
             "Failed attempts that were retried.",
             ["source", "error_kind"],
             registry=r,
         )
-        self.not_modified = Counter(
-            "crawler_not_modified",
-            "Fetches answered 304 or with an unchanged body.",
-            ["source"],
-            registry=r,
+        self.not_modified = per_source(
+            "crawler_not_modified", "Fetches answered 304 or with an unchanged body."
         )
-        self.pages = Counter(
-            "crawler_pages", "Pages fetched and extracted.", ["source"], registry=r
-        )
-        self.records_extracted = Counter(
-            "crawler_records_extracted", "Records extracted from pages.", ["source"], registry=r
+        self.pages = per_source("crawler_pages", "Pages fetched and extracted.")
+        self.records_extracted = per_source(
+            "crawler_records_extracted", "Records extracted from pages."
         )
         self.records_stored = Counter(
             "crawler_records_stored",
@@ -359,9 +358,9 @@ class Metrics:
         """Create at 0 the source's series that alerts read with rate()/increase(), so their
         first increment is seen; nothing else (each series costs every scrape, on a Pi core).
 
-        Not pre-created, by choice: `crawler_fetch_errors_total` per error kind (13 x sources
-        series, for an increase the error alerts see from the second error of a kind on),
-        requests, extracted records, circuit states (a breaker sets its own when created).
+        Not pre-created, by choice: `crawler_fetch_errors_total` per error kind (the alerts read
+        `crawler_source_failed_pages_total`, one per source), requests, extracted records,
+        circuit states (a breaker sets its own when created).
         """
         for outcome in ("success", "failure"):
             self.source_runs.labels(source, outcome)
@@ -372,6 +371,7 @@ class Metrics:
         self.records_quarantined.labels(source)
         self.pages.labels(source)
         self.not_modified.labels(source)
+        self.failed_pages.labels(source)
         for host in hosts:
             # CrawlerCircuitOpen reads increase() of the openings: at 0, the first one counts.
             self.circuit_transitions.labels(host, "open")

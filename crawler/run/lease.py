@@ -7,6 +7,15 @@ that dies stops renewing: its leases expire after `lease_ttl` and the others tak
 An orderly stop releases them at once. While the database is unreachable, a crawler keeps the
 sources it last held and crawls them into its spool (the others cannot take them meanwhile
 unless they can reach the database, in which case the leases expire as designed).
+
+Leases have a connection of their own (`PostgresStore.session`), so a renewal never waits
+behind record batches on a slow NAS, and each renewal must finish within a safety margin of
+`lease_ttl / 3`, on the server too (statement and lock timeouts). A renewal counts from the
+moment it was sent (PostgreSQL's `now()` can be no earlier), so the leases it renewed are
+trusted for `lease_ttl` minus that margin: if no renewal succeeds by then while the database
+still answers (slowly, or with an error), this crawler has possibly lost them and starts no
+new run of those sources until a renewal succeeds ("leases lapsed" in the log, and
+`crawler_source_leased` 0). Runs under way finish.
 """
 
 from __future__ import annotations
@@ -18,11 +27,12 @@ import json
 import logging
 import math
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crawler.errors import CrawlerError
+from crawler.errors import CrawlerError, StoreTimeout, StoreUnavailable
 from crawler.lifecycle import Part, stop_task
 from crawler.observability.metrics import Metrics
 from crawler.storage.postgres import PostgresStore
@@ -48,6 +58,11 @@ _FREE = """
 SELECT s FROM unnest(%(sources)s::text[]) AS s
 WHERE NOT EXISTS (SELECT 1 FROM crawler_leases l WHERE l.source = s AND l.expires_at >= now())
 """
+
+
+# The share of lease_ttl a renewal may take, and by which the leases it renewed are trusted
+# for less than lease_ttl; also the time between renewals.
+MARGIN = 1 / 3
 
 
 def fair_share(sources: int, others: int) -> int:
@@ -92,7 +107,15 @@ class Leases(Part):
         metrics: Metrics,
         state_file: Path,
     ) -> None:
-        self.store, self.sources, self.ttl, self.metrics = store, sources, ttl, metrics
+        self.sources, self.ttl, self.metrics = sources, ttl, metrics
+        self.margin = ttl * MARGIN
+        # A connection of its own, bounded by the margin: never behind a record batch.
+        self.db = store.session("crawler-leases", self.margin)
+        # Until when (time.monotonic()) the leases last renewed are trusted, and whether the
+        # last renewal failed because the database could not be reached at all.
+        self.trusted_until = 0.0
+        self.away = False
+        self.lapsed = False
         # Stable across restarts, so a crawler restarted by systemd renews its own leases at
         # once instead of waiting for them to expire. Hence `instance` must be unique per host.
         self.holder = f"{instance}@{socket.gethostname()}"
@@ -117,7 +140,7 @@ class Leases(Part):
 
     async def open(self) -> None:
         with contextlib.suppress(CrawlerError):  # unreachable: keep the last-held sources
-            await self.refresh()
+            await self.renew()
         self._renewer = asyncio.create_task(self.run_forever(), name="leases")
 
     async def close(self) -> None:
@@ -125,6 +148,7 @@ class Leases(Part):
             await stop_task(self._renewer)
             self._renewer = None
             await self.release()
+        await self.db.close()
 
     def _load_last_held(self) -> set[str]:
         try:
@@ -143,8 +167,41 @@ class Leases(Part):
             log.warning("could not save the held sources", extra={"error": str(exc)})
 
     def holds(self, source: str) -> bool:
-        """May a new run of `source` start here? Not for one being handed over (`draining`)."""
-        return source in self.held and source not in self.draining
+        """May a new run of `source` start here? Not for one being handed over (`draining`),
+        nor while the leases may have lapsed."""
+        return source in self.held and source not in self.draining and self.trusted()
+
+    def trusted(self) -> bool:
+        """Are the held leases still ours? Yes within `lease_ttl - margin` of the last renewal
+        sent, and while the database cannot be reached at all (the spool takes the records);
+        past that, with the database answering, the crawler says so once."""
+        if self.away or time.monotonic() < self.trusted_until:
+            return True
+        if not self.lapsed and self.held:
+            self.lapsed = True
+            log.warning(
+                "leases lapsed: no new runs of these sources until a renewal succeeds",
+                extra={"held": sorted(self.held), "margin_s": self.margin},
+            )
+            for s in self.held:
+                self.metrics.leased.labels(s).set(0)
+        return False
+
+    async def renew(self) -> None:
+        """`refresh()` and note how long its leases are trusted; CrawlerError if it failed."""
+        sent = time.monotonic()
+        try:
+            await self.refresh()
+        except CrawlerError as exc:
+            # Unreachable: keep the sources, as documented above. Answering too slowly or with
+            # an error: the trust runs out.
+            self.away = isinstance(exc, StoreUnavailable) and not isinstance(exc, StoreTimeout)
+            raise
+        self.away = False
+        self.trusted_until = sent + self.ttl - self.margin
+        if self.lapsed:
+            self.lapsed = False
+            log.info("leases renewed again", extra={"held": sorted(self.held)})
 
     async def refresh(self) -> None:
         """Renew, take up to a fair share, release extras; keep the old set if the DB is away."""
@@ -200,7 +257,7 @@ class Leases(Part):
                 )
             result["taken"] = set(taken)
 
-        await self.store.run(work)
+        await self.db.run(work)
         new: set[str] = result["taken"]
         self.draining = result["draining"]
         if new != self.held:
@@ -221,15 +278,17 @@ class Leases(Part):
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.refresh()
+                await self.renew()
             except CrawlerError as exc:
                 log.warning(
-                    "could not renew leases; keeping the sources held",
+                    "could not renew leases"
+                    + ("; keeping the sources held" if self.away else " within the margin"),
                     extra={"held": sorted(self.held), "error": str(exc)},
                 )
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+                await asyncio.wait_for(self._wake.wait(), self.margin)
             self._wake.clear()
+            self.trusted()  # says so now if the trust ran out meanwhile
 
     async def release(self) -> None:
         """Give every lease back (orderly stop), so others take the sources at once."""
@@ -239,7 +298,7 @@ class Leases(Part):
             await conn.execute("DELETE FROM crawler_instances WHERE holder = %s", (self.holder,))
 
         try:
-            await self.store.run(work)
+            await self.db.run(work)
             log.info("leases released", extra={"held": sorted(self.held)})
         except CrawlerError as exc:
             log.warning(

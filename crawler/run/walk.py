@@ -211,6 +211,7 @@ class Walk:
         r.failed_pages += 1
         r.errors[kind] = r.errors.get(kind, 0) + 1
         self.metrics.fetch_errors.labels(self.source.name, kind).inc()
+        self.metrics.failed_pages.labels(self.source.name).inc()
         if task.group is not None:
             task.group.child_done(False)
         log.warning(

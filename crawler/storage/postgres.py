@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from crawler.config.storage import StorageConfig
-from crawler.errors import StoreDataError, StoreError, StoreUnavailable
+from crawler.errors import StoreDataError, StoreError, StoreTimeout, StoreUnavailable
 from crawler.lifecycle import Part
 from crawler.record import Record, RunRow, dumps
-from crawler.storage import history
+from crawler.storage import counts, history
 
 if TYPE_CHECKING:  # psycopg is imported when first used: its import costs RSS on the Pi
     from psycopg import AsyncConnection
@@ -81,6 +81,8 @@ PG_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scraped_data_first_seen ON scraped_data (source, first_seen);
     CREATE INDEX scraped_data_history_seen ON scraped_data_history (seen_at);
     """,
+    # 6: per-source counts for the pipeline exporter, kept by triggers (existing rows counted)
+    counts.PG_MIGRATION,
 )
 
 # SQLSTATE classes that mean "this data", not "this connection" or "this server now": 22 data
@@ -112,16 +114,36 @@ ON CONFLICT (source, key) DO UPDATE
 
 
 class PostgresStore(Part):
-    """The production store. Loses its connection gracefully: StoreUnavailable, then reconnect."""
+    """The production store. Loses its connection gracefully: StoreUnavailable, then reconnect.
+
+    One connection, one transaction at a time. `session()` gives another connection to the
+    same database for work that must not wait behind record batches (the leases).
+    """
 
     backend = "postgres"
     remote = True
 
-    def __init__(self, config: StorageConfig, history: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        config: StorageConfig,
+        history: frozenset[str] = frozenset(),
+        *,
+        name: str = "crawler",
+        timeout: float | None = None,
+    ) -> None:
         self.config = config
         self.history = history  # sources whose changed records are kept as versions
+        self.name = name  # its application_name: which connection is which in pg_stat_activity
+        # A session's limit on each transaction, enforced by the server too (statement and lock
+        # timeouts); records have `write_timeout`, on this side only.
+        self.timeout = timeout
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
+
+    def session(self, name: str, timeout: float) -> PostgresStore:
+        """A connection of its own to the same database, each transaction bounded by `timeout`
+        on both sides (StoreTimeout past it)."""
+        return PostgresStore(self.config, name=name, timeout=timeout)
 
     async def open(self) -> None:
         """Connect and migrate; StoreUnavailable if the database cannot be reached now."""
@@ -135,18 +157,23 @@ class PostgresStore(Part):
         from psycopg.conninfo import make_conninfo
 
         # storage.sslmode/sslrootcert, when set, win over the same parameters in the DSN.
-        tls: dict[str, str] = {}
+        params: dict[str, str] = {}
         if self.config.sslmode is not None:
-            tls["sslmode"] = self.config.sslmode
+            params["sslmode"] = self.config.sslmode
         if self.config.sslrootcert is not None:
-            tls["sslrootcert"] = str(self.config.sslrootcert)
+            params["sslrootcert"] = str(self.config.sslrootcert)
+        connect_timeout = self.config.connect_timeout
+        if self.timeout is not None:
+            ms = max(1, int(self.timeout * 1000))
+            params["options"] = f"-c statement_timeout={ms} -c lock_timeout={ms}"
+            connect_timeout = min(connect_timeout, self.timeout)
         try:
             conn = await psycopg.AsyncConnection.connect(
-                make_conninfo(self.config.dsn or "", **tls),
+                make_conninfo(self.config.dsn or "", **params),
                 password=self.config.password,
-                connect_timeout=max(1, int(self.config.connect_timeout)),
+                connect_timeout=max(1, int(connect_timeout)),
                 autocommit=False,
-                application_name="crawler",
+                application_name=self.name,
                 # Notice a dead peer in about a minute rather than TCP's quarter of an hour.
                 keepalives=1,
                 keepalives_idle=30,
@@ -159,8 +186,9 @@ class PostgresStore(Part):
             # A record counts as stored when its commit returns, so that commit must be durable
             # whatever the server's default (with `off`, a crash right after it can lose it).
             await conn.execute("SET synchronous_commit TO on")
-            await self._migrate(conn)
-            await conn.execute(_PG_STAGE)
+            if self.timeout is None:  # the records' connection migrates; a session uses the schema
+                await self._migrate(conn)
+                await conn.execute(_PG_STAGE)
             await conn.commit()
         except psycopg.OperationalError as exc:
             await conn.close()
@@ -201,22 +229,24 @@ class PostgresStore(Part):
     async def run(self, fn: Transaction, *args: Any) -> None:
         """Run `fn(conn, *args)` in one transaction; translate psycopg errors at this edge.
 
-        Bounded by `write_timeout`: a NAS that vanished from the Wi-Fi leaves a socket that
-        TCP would retry for many minutes, while the spool could have taken the batch at once.
+        Bounded by `write_timeout` (a session's own `timeout`): a NAS that vanished from the
+        Wi-Fi leaves a socket that TCP would retry for many minutes, while the spool could have
+        taken the batch at once.
         """
         import psycopg
 
+        limit = self.timeout if self.timeout is not None else self.config.write_timeout
         async with self._lock:
             conn = await self._connect()
             try:
-                await asyncio.wait_for(
-                    self._transaction(conn, fn, *args), timeout=self.config.write_timeout
-                )
+                await asyncio.wait_for(self._transaction(conn, fn, *args), timeout=limit)
             except asyncio.TimeoutError as exc:
                 await self._drop()
-                raise StoreUnavailable(
-                    f"PostgreSQL did not answer within {self.config.write_timeout:g}s"
-                ) from exc
+                raise StoreTimeout(f"PostgreSQL did not answer within {limit:g}s") from exc
+            except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
+                # The server's statement or lock timeout (operational errors, but the server
+                # answered): it is there, too slow.
+                raise StoreTimeout(f"PostgreSQL: {_first_line(exc)}") from exc
             except psycopg.OperationalError as exc:
                 await self._drop()
                 raise StoreUnavailable(f"PostgreSQL went away: {_first_line(exc)}") from exc

@@ -10,9 +10,9 @@ Run `python3 prometheus/tests/replay.py` after changing it; tests/ops/test_alert
 checks that replay.test.yml is what this script writes.
 
 The series are what the crawler exports: counters created at 0 where crawler/metrics.py does so
-(pages, not modified, runs, records), error kinds on first use except those the (long-running)
-process had already seen before the week began; `circuit_open` first appears in the outage, so
-its first run of those errors is not counted (docs/metrics.md).
+(pages, not modified, failed pages, runs, records), error kinds on first use except those the
+(long-running) process had already seen before the week began; `circuit_open` first appears in
+the outage. The alerts read the failed pages (docs/metrics.md), so its first run counts too.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class Week:
                 f'crawler_source_runs_total{{{SOURCE}, outcome="failure"}}',
                 seen(counters["failed_runs"]),
             )
+            # Every kind's failed pages, in one series that exists from start-up.
+            put(f"crawler_source_failed_pages_total{{{SOURCE}}}", seen(sum(errors.values())))
             for kind in ("http_5xx", "timeout", "connect", "circuit_open"):
                 if kind in errors and minute >= born.get(kind, 0):
                     put(

@@ -4,6 +4,7 @@ crawler_data_scrape_success 0 quickly, never a hung scrape)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import stat
@@ -19,6 +20,9 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from crawler.config.storage import StorageConfig
+from crawler.record import Record
+from crawler.storage.postgres import PG_MIGRATIONS, PostgresStore
 from exporters import pipeline, throttled
 from tests.helpers import free_port, wait_for
 from tests.proxy import Proxy
@@ -360,3 +364,111 @@ def test_pipeline_dsn_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert pipeline.load_dsn(f) == "postgresql://env@h/db"
     assert pipeline.parse_listen("0.0.0.0:9411") == ("0.0.0.0", 9411)
     assert pipeline.parse_listen("[::1]:9411") == ("::1", 9411)
+
+
+# ------------------------------------------- pipeline: counts kept by the crawler's migration
+
+
+def exact(dsn: str) -> dict[str, tuple[int, int, float]]:
+    """Per source (rows, unprocessed, newest last_seen) as the whole table says."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select source, count(*), count(*) filter (where not processed),"
+            " extract(epoch from max(last_seen))::float8 from scraped_data group by source"
+        ).fetchall()
+    return {source: (n, unprocessed, newest) for source, n, unprocessed, newest in rows}
+
+
+def exported(dsn: str) -> dict[str, tuple[int, int, float]]:
+    """The exporter's per-source figures, read from the counts table the triggers keep."""
+    got, _ = scrape(dsn)
+    assert value(got, "crawler_data_scrape_success") == 1
+    assert ("crawler_data_table_bytes", (("table", "scraped_data_counts"),)) in got
+    return {
+        labels[0][1]: (
+            int(v),
+            int(value(got, "crawler_data_unprocessed_rows", source=labels[0][1])),
+            value(got, "crawler_data_newest_seen_timestamp_seconds", source=labels[0][1]),
+        )
+        for (name, labels), v in got.items()
+        if name == "crawler_data_rows" and v > 0
+    }
+
+
+def test_pipeline_counts_migrate_an_existing_database(pg_dsn: str) -> None:
+    """A database at migration 5 with rows in it: migration 6 counts them once, exactly."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE crawler_schema_migrations"
+            " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, sql in enumerate(PG_MIGRATIONS[:5], start=1):
+            conn.execute(sql)
+            conn.execute("INSERT INTO crawler_schema_migrations (version) VALUES (%s)", [version])
+        conn.execute(
+            "INSERT INTO scraped_data (source, key, data, last_seen, processed)"
+            " SELECT 's' || (i % 3), i::text, '{}', now() - i * interval '1 minute', i % 4 = 0"
+            " FROM generate_series(1, 500) AS i"
+        )
+    before = exact(pg_dsn)
+    store = PostgresStore(StorageConfig(dsn=pg_dsn))
+    asyncio.run(store.open())
+    asyncio.run(store.close())
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("select max(version) from crawler_schema_migrations").fetchone() == (
+            len(PG_MIGRATIONS),
+        )
+    assert exported(pg_dsn) == before and len(before) == 3
+
+
+def test_pipeline_counts_follow_every_write(pg_dsn: str) -> None:
+    """The crawler's upserts (new, unchanged and changed records), a downstream job marking
+    rows processed under a role of its own, deletes and TRUNCATE: after each, the exporter's
+    figures are the table's."""
+    store = PostgresStore(StorageConfig(dsn=pg_dsn))
+
+    async def write(records: list[Record]) -> None:
+        await store.open()
+        try:
+            await store.write(records)
+        finally:
+            await store.close()
+
+    asyncio.run(write([Record(f"s{i % 2}", f"k{i}", {"v": i}) for i in range(40)]))
+    assert (
+        exported(pg_dsn)
+        == exact(pg_dsn)
+        == {
+            "s0": (20, 20, pytest.approx(time.time(), abs=60)),
+            "s1": (20, 20, pytest.approx(time.time(), abs=60)),
+        }
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        # A downstream job's role may mark rows processed and nothing more.
+        conn.execute("CREATE ROLE downstream_job")
+        conn.execute("GRANT SELECT, UPDATE (processed) ON scraped_data TO downstream_job")
+        conn.execute("SET ROLE downstream_job")
+        conn.execute("UPDATE scraped_data SET processed = true WHERE key < 'k3'")
+        conn.execute("RESET ROLE")
+    assert exported(pg_dsn) == exact(pg_dsn)
+    assert exact(pg_dsn)["s0"][1] < 20
+    # Unchanged records keep `processed`; changed ones are unprocessed again; one new source.
+    asyncio.run(
+        write(
+            [Record("s0", f"k{i}", {"v": i}) for i in range(0, 40, 2)]
+            + [Record("s1", "k1", {"v": "changed"}), Record("s2", "x", {})]
+        )
+    )
+    assert exported(pg_dsn) == exact(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM scraped_data WHERE source = 's1' AND key > 'k2'")
+    assert exported(pg_dsn) == exact(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM scraped_data WHERE source = 's2'")
+        conn.execute("INSERT INTO scraped_data (source, key, data) VALUES ('s3', 'a', '{}')")
+    assert exported(pg_dsn) == exact(pg_dsn)
+    got, _ = scrape(pg_dsn)
+    assert value(got, "crawler_data_rows", source="s2") == 0  # emptied: 0, not stale
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE scraped_data")
+    assert exported(pg_dsn) == exact(pg_dsn) == {}

@@ -1,16 +1,21 @@
 """Lease planning without a database: the fair share, each holder's order, what is kept, what
-drains, and that a draining source starts no new run. (The SQL side runs against a real
-PostgreSQL in tests/integration/test_leases.py and bench/scale.py.)"""
+drains, that a draining source starts no new run, and that leases not renewed within the
+margin start none either. (The SQL side runs against a real PostgreSQL in
+tests/integration/test_leases.py and bench/scale.py.)"""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from crawler.config.storage import StorageConfig
 from crawler.observability.metrics import Metrics
 from crawler.run.lease import Leases, fair_share, split_held, spread
+from crawler.storage.postgres import PostgresStore
 
 SOURCES = [f"s{i:03d}" for i in range(200)]
 
@@ -53,10 +58,42 @@ def test_under_the_share_everything_held_is_kept():
     assert sorted(core) == ["a", "b"] and busy == []
 
 
+def leases_of(tmp_path: Path, registry: CollectorRegistry | None = None) -> Leases:
+    """Leases on a store never connected (nothing here reaches a database)."""
+    store = PostgresStore(StorageConfig(dsn="postgresql://nobody@127.0.0.1:1/none"))
+    metrics = Metrics(registry or CollectorRegistry())
+    return Leases(store, SOURCES[:3], "pi-a", 60.0, metrics, tmp_path / "l.json")
+
+
+def test_leases_have_a_connection_of_their_own_bounded_by_the_margin(tmp_path: Path):
+    leases = leases_of(tmp_path)
+    assert leases.db.name == "crawler-leases" and leases.db.timeout == leases.margin == 20.0
+
+
 def test_a_draining_source_starts_no_new_run(tmp_path: Path):
-    leases = Leases(
-        None, SOURCES[:3], "pi-a", 60.0, Metrics(CollectorRegistry()), tmp_path / "l.json"
-    )  # type: ignore[arg-type]
+    leases = leases_of(tmp_path)
+    leases.trusted_until = time.monotonic() + 60
     leases.held = {"s000", "s001"}
     leases.draining = {"s001"}
     assert [leases.holds(s) for s in SOURCES[:3]] == [True, False, False]
+
+
+def test_lapsed_leases_start_no_run_and_say_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    registry = CollectorRegistry()
+    leases = leases_of(tmp_path, registry)
+    leases.held = {"s000", "s001"}
+    for s in leases.held:
+        leases.metrics.leased.labels(s).set(1)
+    leases.trusted_until = time.monotonic() + 60  # renewed 20 s ago
+    assert leases.holds("s000")
+    leases.trusted_until = time.monotonic() - 0.1  # no renewal within lease_ttl - margin
+    with caplog.at_level(logging.WARNING, "crawler.lease"):
+        assert not leases.holds("s000") and not leases.holds("s001")
+    lapsed = [r for r in caplog.records if r.getMessage().startswith("leases lapsed")]
+    assert len(lapsed) == 1 and lapsed[0].held == ["s000", "s001"]  # type: ignore[attr-defined]
+    assert registry.get_sample_value("crawler_source_leased", {"source": "s000"}) == 0
+    # A database that cannot be reached at all: the sources are kept (crawled into the spool).
+    leases.away = True
+    assert leases.holds("s000")
