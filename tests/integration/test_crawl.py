@@ -98,6 +98,7 @@ async def test_crawled_twice_stored_once_with_job_rows(
     assert v("crawler_records_extracted_total", {"source": "api"}) == 200
     assert v("crawler_source_runs_total", {"source": "html", "outcome": "success"}) == 2
     assert v("crawler_source_last_success_timestamp_seconds", {"source": "html"}) > 0
+    assert v("crawler_source_failed_pages_total", {"source": "html"}) == 0  # there from the start
     host = f"127.0.0.1:{site.port}"
     assert v("crawler_requests_total", {"source": "api", "host": host, "status_class": "2xx"}) == 10
     assert v("crawler_request_duration_seconds_count", {"source": "html"}) == 10
@@ -119,6 +120,10 @@ async def test_failing_site_fails_the_run_and_is_counted(site: Site, tmp_path: P
             "crawler_fetch_errors_total", {"source": "html", "error_kind": "http_5xx"}
         )
         == PAGES
+    )
+    # Every kind's failed pages in the one series the error-budget alerts divide.
+    assert registry.get_sample_value("crawler_source_failed_pages_total", {"source": "html"}) == (
+        PAGES
     )
     assert (
         registry.get_sample_value(
