@@ -191,7 +191,7 @@ class Service:
         if self.leases is not None:
             self.leases.configure([s.name for s in new.sources if s.enabled])
             with contextlib.suppress(CrawlerError):  # unreachable: the renewer tries again
-                await self.leases.refresh()
+                await self.leases.renew()
         self.scheduler.configure(new.sources, change.changed)
         for name in change.removed:
             self.states.forget(name)
