@@ -108,6 +108,13 @@ SELECTORS = [
     "html",
     "body::text",
     "div *::text",
+    # The login, Django admin and rendered-page tests' selectors (issues 25, 26).
+    "a::text",
+    "b::text",
+    "a.next::attr(href)",
+    "p.sw::text",
+    "td.field-price::text",
+    "th.field-name a::text",
     "* span::text",
     "div span::text",
     "span.price::text",
