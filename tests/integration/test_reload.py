@@ -308,7 +308,8 @@ def test_two_crawlers_reload_on_their_own_and_the_leases_follow(
             timeout=30,
         )  # fmt: skip
     finally:
-        assert a.stop() == 0 and b.stop() == 0
+        codes = (a.stop(), b.stop())
+        assert codes == (0, 0)
 
 
 def status_of(port: int) -> dict[str, Any]:
