@@ -268,9 +268,12 @@ async def test_a_browser_killed_mid_run_costs_counted_failures_and_the_next_run_
         assert (again.status, again.errors, again.failed_pages) == ("success", {}, 0)
         assert again.pages + again.not_modified == 3
         assert browser.local.proc.pid != first_pid
-        assert zombies(tree) == []
-    # Stopped with the service: the new browser's whole process group is gone and reaped.
+    # Stopped with the service: the new browser's whole process group is gone and reaped, and
+    # so is every process of the killed one. (Its crash handlers leave its group and may exit
+    # after the restart, on a loaded machine well after: they are reaped at the next start or
+    # stop, not at once — checked here, after the stop, rather than racing them.)
     assert browser.local.proc is None
+    assert zombies(tree) == []
 
 
 def test_preview_renders_and_says_what_it_took(
