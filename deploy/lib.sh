@@ -81,3 +81,20 @@ key_has_fingerprint() {
 have_systemd() {
   [ "$DRY_RUN" -eq 1 ] || [ -d /run/systemd/system ]
 }
+
+# Does the installed node_exporter know --web.config.file (1.0 and later)? Its help text is
+# read whole first: `--help | grep -q` under pipefail lost the race whenever grep exited at the
+# match before node_exporter finished writing, which killed it with SIGPIPE (exit 141) and read
+# as "no support" (13 of 40 tries on a real install).
+node_exporter_knows_web_config() {
+  local help
+  help="$(prometheus-node-exporter --help 2>&1 || true)"
+  [[ "$help" == *--web.config.file* ]]
+}
+
+# Is this a Raspberry Pi whose firmware rpi-throttled.service can ask (the devices vcgencmd
+# opens, or the kernel's get_throttled file)? rpi-throttled.service has the same conditions.
+is_raspberry_pi() {
+  [ -e /dev/vcio ] || [ -e /dev/vchiq ] ||
+    [ -e /sys/devices/platform/soc/soc:firmware/get_throttled ]
+}

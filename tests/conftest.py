@@ -3,8 +3,9 @@
 Tiers, by folder (each test gets the folder's marker, so `-m unit` works too):
 - tests/unit/: no servers, in-process fakes, seconds;
 - tests/integration/: a real PostgreSQL, the aiohttp test sites, crawler processes;
-- tests/ops/: the monitoring stack, compose, deploy and dashboards, checked by their own tools.
-`scripts/test unit` (or integration, ops) runs one tier; `scripts/test` runs them all.
+- tests/ops/: the monitoring stack, compose, deploy and dashboards, checked by their own tools;
+- tests/system/: deploy/install on a booted Debian with systemd as PID 1 (root, minutes).
+`scripts/test unit` (or integration, ops, system) runs one tier; `scripts/test` runs them all.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def chromium() -> Iterator[Chromium]:
     browser.stop()
 
 
-TIERS = ("unit", "integration", "ops")
+TIERS = ("unit", "integration", "ops", "system")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -82,6 +83,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = next((t for t in TIERS if t in parts[-3:-1]), None)
         if tier is None:
             raise pytest.UsageError(
-                f"{item.path}: every test lives in tests/unit, tests/integration or tests/ops"
+                f"{item.path}: every test lives in tests/unit, tests/integration, tests/ops or tests/system"
             )
         item.add_marker(getattr(pytest.mark, tier))

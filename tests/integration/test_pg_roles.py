@@ -11,106 +11,25 @@ the superuser and connections without TLS are refused; a re-run rotates a passwo
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
-from psycopg.conninfo import make_conninfo
 
 from crawler.config.root import load_config
 from crawler.service import Service
-from tests.helpers import PostgresServer, self_signed_certificate
+from tests.helpers import self_signed_certificate
+from tests.nas import ROLES, Secured, secured_postgres
 from tests.site import Site
-
-ROOT = Path(__file__).resolve().parents[2]
-INIT = ROOT / "postgres" / "init"
-ROLES = ("crawler", "grafana_reader", "exporter", "pipeline_reader")
-
-
-@dataclass
-class Secured:
-    server: PostgresServer
-    secrets: Path
-    ca: Path
-
-    def password(self, role: str) -> str:
-        name = {"grafana_reader": "grafana", "pipeline_reader": "pipeline"}.get(role, role)
-        return (self.secrets / f"{name}_db_password").read_text()
-
-    def dsn(self, role: str, sslmode: str = "verify-full") -> str:
-        return make_conninfo(
-            host="127.0.0.1",
-            port=self.server.port,
-            dbname="crawler",
-            user=role,
-            password=self.password(role),
-            sslmode=sslmode,
-            sslrootcert=str(self.ca),
-        )
-
-    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(
-            f"host={self.server.dir} port={self.server.port} user=postgres dbname=crawler",
-            autocommit=True,
-        )
-
-    def run_init(self, script: str) -> None:
-        env = {
-            "PATH": f"{self.server.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "PGHOST": str(self.server.dir),
-            "PGPORT": str(self.server.port),
-            "PGDATA": str(self.server.data),
-            "POSTGRES_USER": "postgres",
-            "POSTGRES_DB": "crawler",
-            "SECRETS_DIR": str(self.secrets),
-            "BACKUP_DB_PASSWORD_FILE": str(self.secrets / "backup_db_password"),
-        }
-        cmd = [str(INIT / script)]
-        if os.geteuid() == 0:
-            # As the image does: the scripts run as the server's own user.
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        for role in ROLES:
-            assert self.password(role) not in proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[Secured]:
-    server = PostgresServer()
-    server.start()
-    try:
-        secrets = server.dir / "secrets"
-        secrets.mkdir()
-        for i, name in enumerate(("crawler", "grafana", "exporter", "pipeline")):
-            # Named as Docker mounts them (/run/secrets/NAME); quotes and a `$` on purpose.
-            (secrets / f"{name}_db_password").write_text(f"{name}-pw-{i}'\"$x")
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            for path in (secrets, *secrets.iterdir()):
-                os.chown(path, pw.pw_uid, pw.pw_gid)
-        with psycopg.connect(server.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE crawler")  # the image's POSTGRES_DB
-        s = Secured(server, secrets, server.data / "server.crt")
-        # In the order compose mounts them: the backup service's role first.
-        (secrets / "backup_db_password").write_text("backup-pw")
-        if os.geteuid() == 0:
-            os.chown(secrets / "backup_db_password", pw.pw_uid, pw.pw_gid)
-        s.run_init(str(ROOT / "backup" / "initdb-backup-role.sh"))
-        s.run_init("10-roles.sh")
-        s.run_init("20-tls.sh")
-        with s.admin() as conn:
-            conn.execute("SELECT pg_reload_conf()")
+    with secured_postgres() as s:
         yield s
-    finally:
-        server.destroy()
 
 
 def test_roles_are_not_superusers(secured: Secured) -> None:

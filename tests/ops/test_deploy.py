@@ -65,6 +65,14 @@ def test_shellcheck_clean(script: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(
+    "script", ["tests/system/boot.sh", "tests/system/rootfs.sh", "scripts/pi-emulated"]
+)
+def test_system_tier_and_emulation_scripts_are_shellcheck_clean(script: str) -> None:
+    proc = run([tool("shellcheck"), "-x", "--severity=style", str(ROOT / script)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bash_syntax(script: str) -> None:
     proc = run(["bash", "-n", str(DEPLOY / script)])
@@ -188,16 +196,44 @@ def test_install_commands(tmp_path: Path) -> None:
     assert cmds.index("systemctl daemon-reload") < cmds.index("systemctl enable tmp.mount")
 
 
-def test_install_psycopg_by_architecture(tmp_path: Path) -> None:
+def test_install_builds_the_release_from_the_hash_checked_lock(tmp_path: Path) -> None:
+    """Every dependency from requirements-pi.lock with its hashes, the crawler without an
+    index; libpq5 for the pure-Python psycopg where the lock has no binary wheel (armv7)."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     armv7 = "\n".join(commands(install(tmp_path / "a", "--psycopg", "system")))
     assert re.search(r"apt-get install .* libpq5", armv7)
-    assert re.search(rf"pip install .* {re.escape(str(ROOT))}$", armv7, re.M)
     arm64 = "\n".join(commands(install(tmp_path / "b", "--psycopg", "binary")))
     assert "libpq5" not in arm64
-    # printf %q in the printed command escapes the brackets.
-    assert re.search(r"pip install .*\\?\[binary\\?\]$", arm64, re.M)
+    lock = re.escape(f"{ROOT}/requirements-pi.lock")
+    for cmds in (armv7, arm64):
+        assert re.search(rf"pip install .* --require-hashes --no-deps -r {lock}$", cmds, re.M)
+        assert re.search(
+            rf"pip install .* --no-deps --no-build-isolation --no-index {re.escape(str(ROOT))}$",
+            cmds,
+            re.M,
+        )
+        assert "binary" not in cmds.split("requirements-pi.lock", 1)[1].split("\n", 2)[1]
+
+
+def test_pi_lock_covers_the_dependencies_per_platform() -> None:
+    """requirements-pi.lock pins every dependency of pyproject.toml with hashes; psycopg's
+    binary wheel only where PyPI has one, selectolax nowhere on armv7 (scripts/lock)."""
+    import tomllib
+
+    lock = (ROOT / "requirements-pi.lock").read_text(encoding="utf-8")
+    pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==[^ ;\\]+ *(.*?)\\?$", lock, re.M))
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.match(r"[A-Za-z0-9._-]+", dep)
+        assert name and name.group(0).lower() in {p.lower() for p in pins}, dep
+    assert "platform_machine == 'aarch64' or platform_machine == 'x86_64'" in pins[
+        "psycopg-binary"
+    ]
+    assert "platform_machine != 'armv7l'" in pins["selectolax"]
+    assert "setuptools" in pins  # builds the crawler itself with --no-index
+    blocks = re.split(r"^(?=[A-Za-z0-9._-]+==)", lock, flags=re.M)[1:]
+    assert all("--hash=sha256:" in block for block in blocks)
 
 
 def test_install_is_idempotent_and_keeps_local_changes(tmp_path: Path) -> None:
@@ -251,7 +287,9 @@ def test_uninstall_keeps_data_unless_purged(tmp_path: Path) -> None:
     for unit in UNITS:
         assert not (tmp_path / "etc/systemd/system" / unit).exists()
     assert not (tmp_path / "etc/systemd/journald.conf.d/50-crawler-sd-card.conf").exists()
-    assert not (tmp_path / "etc/systemd/system/prometheus-node-exporter.service.d").exists()
+    # node_exporter keeps its password (a kept node_exporter never answers without one) ...
+    dropins = tmp_path / "etc/systemd/system/prometheus-node-exporter.service.d"
+    assert [p.name for p in dropins.iterdir()] == ["web-config.conf"]
     assert not (tmp_path / "opt/crawler").exists()
     assert (tmp_path / "etc/crawler/crawler.yaml").exists()
     assert (tmp_path / "var/lib/crawler/spool.sqlite").exists()
@@ -261,7 +299,10 @@ def test_uninstall_keeps_data_unless_purged(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not (tmp_path / "etc/crawler").exists()
     assert not (tmp_path / "var/lib/crawler").exists()
+    assert not dropins.exists()  # ... until --purge
     assert "userdel crawler" in commands(proc.stdout)
+    # A dry run recorded no package as added: the purge removes none.
+    assert "apt-get purge" not in proc.stdout
 
 
 # ---------------------------------------------------------------- units
