@@ -227,9 +227,7 @@ def test_pi_lock_covers_the_dependencies_per_platform() -> None:
     for dep in deps:
         name = re.match(r"[A-Za-z0-9._-]+", dep)
         assert name and name.group(0).lower() in {p.lower() for p in pins}, dep
-    assert "platform_machine == 'aarch64' or platform_machine == 'x86_64'" in pins[
-        "psycopg-binary"
-    ]
+    assert "platform_machine == 'aarch64' or platform_machine == 'x86_64'" in pins["psycopg-binary"]
     assert "platform_machine != 'armv7l'" in pins["selectolax"]
     assert "setuptools" in pins  # builds the crawler itself with --no-index
     blocks = re.split(r"^(?=[A-Za-z0-9._-]+==)", lock, flags=re.M)[1:]

@@ -100,7 +100,16 @@ class Pi:
     def copy_checkout(self, dest: str) -> None:
         """This checkout's files (tracked and new, not ignored) to `dest` inside the machine."""
         files = subprocess.run(
-            ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
             capture_output=True,
             check=True,
             timeout=60,
@@ -215,7 +224,9 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
             pi.install_output = done.stdout + done.stderr
             pi.started = time.monotonic()
             yield pi
-            print(f"--- notes\n{chr(10).join(pi.notes)}\n--- systemd console\n{machine.journal_tail()}")
+            print(
+                f"--- notes\n{chr(10).join(pi.notes)}\n--- systemd console\n{machine.journal_tail()}"
+            )
     finally:
         procs.stop()
         site.stop()

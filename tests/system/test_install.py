@@ -68,9 +68,11 @@ def test_crawler_is_active_after_ready(pi: Pi) -> None:
 def test_records_stored_in_the_nas_postgresql_over_tls(pi: Pi) -> None:
     """The hardened unit stores with the installed password, TLS `verify-full`."""
     wait_for(
-        lambda: rows(pi, "SELECT count(*) FROM scraped_data")[0][0] == 60
-        if rows(pi, "SELECT count(*) FROM pg_tables WHERE tablename = 'scraped_data'")[0][0]
-        else False,
+        lambda: (
+            rows(pi, "SELECT count(*) FROM scraped_data")[0][0] == 60
+            if rows(pi, "SELECT count(*) FROM pg_tables WHERE tablename = 'scraped_data'")[0][0]
+            else False
+        ),
         timeout=60,
         interval=1,
     )
@@ -253,8 +255,10 @@ def test_sigkill_is_followed_by_a_restart(pi: Pi) -> None:
     began = time.monotonic()
     pi.machine.run(f"kill -9 {pid}")
     wait_for(
-        lambda: pi.machine.show("crawler.service", "MainPID") not in ("0", pid)
-        and active(pi) == ("active", "running"),
+        lambda: (
+            pi.machine.show("crawler.service", "MainPID") not in ("0", pid)
+            and active(pi) == ("active", "running")
+        ),
         timeout=60,
         interval=0.3,
     )
@@ -303,7 +307,7 @@ def test_an_upgrade_that_never_gets_ready_is_rolled_back(pi: Pi) -> None:
     pi.copy_checkout("/root/pi-crawler-broken")
     # A release that runs but never answers /readyz: its route renamed.
     pi.machine.run(
-        "cd /root/pi-crawler-broken && sed -i 's|\"/readyz\"|\"/not-ready\"|' "
+        'cd /root/pi-crawler-broken && sed -i \'s|"/readyz"|"/not-ready"|\' '
         "$(grep -rl '\"/readyz\"' crawler)"
     )
     done = pi.install(
