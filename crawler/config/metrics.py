@@ -47,8 +47,9 @@ class MetricsConfig:
         (),
         users_file,
         "a file of `basic_auth_users: {user: bcrypt-hash}` (exporter-toolkit's web config, "
-        "the one node_exporter's `--web.config.file` reads): `/metrics` and `/readyz` then ask "
-        "for a password (`/healthz` stays open); `scripts/hash-password` makes a hash",
+        "the one node_exporter's `--web.config.file` reads): `/metrics` then asks for a "
+        "password (`/healthz` and `/readyz` stay open, for probes); `scripts/hash-password` "
+        "makes a hash",
         shown="none: no password",
     )
     tls: MetricsTLSConfig | None = section(

@@ -8,7 +8,10 @@ bcrypt is slow on purpose (about a second at cost 12-14 on a Pi 3), so it never 
 loop: checks go to a thread, one at a time (a stream of wrong passwords costs one core, not the
 loop), and a successful check is remembered by a keyed hash of the credentials, so Prometheus'
 scrape every 30 s costs one bcrypt per process lifetime, as exporter-toolkit does. /healthz
-stays open: it says only that the event loop turns, and local health checks need no password.
+and /readyz stay open: they say only that the event loop turns and whether the crawler is ready
+(scheduler, store, spool depth; nothing crawled, no secret), and probes ask them without
+credentials: deploy/release's poll after an upgrade (under auth it got 401 and rolled every
+upgrade back), Kubernetes probes, as exporter-toolkit's users expect.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 # Paths that answer without a password (see the module docstring).
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _CACHE_MAX = 64
 
 

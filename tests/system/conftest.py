@@ -202,9 +202,6 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
             # What the user has before the install: the NAS's files, their crawler.yaml,
             # node_exporter on 127.0.0.1, Promtail put in place.
             _secrets(machine.path("/root/nas-secrets"), nas)
-            etc = machine.path("/etc/crawler")
-            etc.mkdir()
-            (etc / "crawler.yaml").write_text(_crawler_yaml(nas, site, crawler_port))
             machine.path("/etc/default/prometheus-node-exporter").write_text(
                 f'ARGS="--web.listen-address=127.0.0.1:{node_port}"\n'
             )
@@ -215,6 +212,9 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
                 "systemctl daemon-reload && systemctl restart prometheus-node-exporter"
             )
             snapshot = machine.run(SNAPSHOT).stdout
+            etc = machine.path("/etc/crawler")
+            etc.mkdir()
+            (etc / "crawler.yaml").write_text(_crawler_yaml(nas, site, crawler_port))
             pi = Pi(machine, nas, site, loki, crawler_port, node_port, 0.0, "", snapshot)
             pi.copy_checkout(CHECKOUT)
             wait_for(lambda: procs.check_alive() or http_ok(f"{loki}/ready"), 60, 0.3)
