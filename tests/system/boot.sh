@@ -49,6 +49,15 @@ mkdir -p "$root/dev/pts" "$root/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
 ln -s pts/ptmx "$root/dev/ptmx"
 ln -s /proc/self/fd "$root/dev/fd"
+# What a container does not need or cannot run: consoles, sysctl (the network namespace and
+# /proc/sys are the host's), logind and e2scrub (no seats, no LVM), apt's timers (no downloads
+# behind the test's back), udev (no devices of its own), time sync (the host's clock).
+for unit in getty@.service serial-getty@.service console-getty.service systemd-sysctl.service \
+            systemd-logind.service e2scrub_all.timer e2scrub_reap.service apt-daily.timer \
+            apt-daily-upgrade.timer systemd-udevd.service systemd-udev-trigger.service \
+            systemd-timesyncd.service systemd-networkd-wait-online.service; do
+  ln -sfn /dev/null "$root/etc/systemd/system/$unit"
+done
 cd "$root"
 mkdir -p .host
 pivot_root . .host

@@ -2,7 +2,7 @@
 unpacked from tests/system/rootfs.sh's tarball, driven from the host with `nsenter`.
 
 `Machine.boot()` unpacks a fresh tree, prepares what a container needs (units it cannot run
-masked, the host's CA bundle and resolver so pip and apt reach the registries as on the host)
+masked by boot.sh, the host's CA bundle and resolver so pip and apt reach the registries as on the host)
 and starts tests/system/boot.sh under `unshare`; `run()` is a root shell inside; `close()`
 kills PID 1 with SIGKILL, which takes every process of the namespace and every mount made in
 it along, then removes the machine's cgroups and the tree. It runs from a `finally`, so a
@@ -22,24 +22,6 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# What a container does not need or cannot run: consoles, sysctl (the network namespace and
-# /proc/sys are the host's), logind and e2scrub (no seats, no LVM), apt's timers (no
-# downloads behind the test's back), udev (no devices of its own), time sync (the host's clock).
-MASKED = (
-    "getty@.service",
-    "serial-getty@.service",
-    "console-getty.service",
-    "systemd-sysctl.service",
-    "systemd-logind.service",
-    "e2scrub_all.timer",
-    "e2scrub_reap.service",
-    "apt-daily.timer",
-    "apt-daily-upgrade.timer",
-    "systemd-udevd.service",
-    "systemd-udev-trigger.service",
-    "systemd-timesyncd.service",
-    "systemd-networkd-wait-online.service",
-)
 UNSHARE = ("unshare", "--fork", "--pid", "--mount", "--uts", "--propagation", "private")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -94,10 +76,6 @@ class Machine:
         # bundle has; a Pi at home needs none of this.
         shutil.copy("/etc/ssl/certs/ca-certificates.crt", etc / "ssl/certs/ca-certificates.crt")
         (etc / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
-        for unit in MASKED:
-            link = etc / "systemd/system" / unit
-            link.unlink(missing_ok=True)
-            link.symlink_to("/dev/null")
 
     def boot(self, timeout: float = 60) -> None:
         if not self.root.exists():
