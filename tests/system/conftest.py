@@ -61,6 +61,9 @@ RestartSec=2
 
 [Install]
 WantedBy=multi-user.target
+
+[Service]
+# Not the package's: Promtail's port on the host's 127.0.0.1, free for this machine.
 """
 
 
@@ -206,7 +209,9 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
                 f'ARGS="--web.listen-address=127.0.0.1:{node_port}"\n'
             )
             shutil.copy(promtail_bin, machine.path("/usr/bin/promtail"))
-            machine.path("/etc/systemd/system/promtail.service").write_text(PROMTAIL_UNIT)
+            machine.path("/etc/systemd/system/promtail.service").write_text(
+                PROMTAIL_UNIT + f"Environment=PROMTAIL_HTTP_PORT={free_port()}\n"
+            )
             machine.run(
                 "useradd --system --no-create-home --shell /usr/sbin/nologin promtail && "
                 "systemctl daemon-reload && systemctl restart prometheus-node-exporter"

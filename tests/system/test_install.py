@@ -162,16 +162,18 @@ def test_rpi_throttled_off_a_pi_says_why_once_and_stays_quiet(pi: Pi) -> None:
 
 def test_rpi_throttled_on_a_pi_feeds_node_exporter(pi: Pi) -> None:
     """With the firmware's door and a vcgencmd (stand-ins), the flags reach node_exporter."""
-    pi.machine.run(
-        "touch /dev/vcio && printf '#!/bin/sh\\necho throttled=0x50005\\n' "
-        "> /usr/local/bin/vcgencmd && chmod 0755 /usr/local/bin/vcgencmd && "
-        "systemctl start rpi-throttled.service"
-    )
-    status, body = pi.get(f"http://127.0.0.1:{pi.node_port}/metrics", auth=True)
-    assert status == 200
-    assert 'rpi_throttled_flag{flag="under_voltage",when="now"} 1' in body
-    assert "rpi_throttled_raw 327685" in body
-    pi.machine.run("rm /dev/vcio /usr/local/bin/vcgencmd")
+    try:
+        pi.machine.run(
+            "touch /dev/vcio && printf '#!/bin/sh\\necho throttled=0x50005\\n' "
+            "> /usr/local/bin/vcgencmd && chmod 0755 /usr/local/bin/vcgencmd && "
+            "systemctl start rpi-throttled.service"
+        )
+        status, body = pi.get(f"http://127.0.0.1:{pi.node_port}/metrics", auth=True)
+        assert status == 200
+        assert 'rpi_throttled_flag{flag="under_voltage",when="now"} 1' in body
+        assert "rpi_throttled_raw 327685" in body
+    finally:
+        pi.machine.run("rm -f /dev/vcio /usr/local/bin/vcgencmd")
 
 
 def test_journald_keeps_the_journal_in_ram(pi: Pi) -> None:
