@@ -145,6 +145,13 @@ class Pi:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
 
+    def answer(self, url: str) -> int:
+        """The status of a GET, 0 while nothing listens yet (a service just (re)started)."""
+        try:
+            return self.get(url)[0]
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0
+
 
 def _secrets(folder: Path, nas: Secured) -> None:
     """The files a user copies from the NAS's secrets/ (docs/security.md, "The Pi")."""
