@@ -31,6 +31,11 @@ FLAGS = (
     "--disable-sync",
     "--proxy-server=http://127.0.0.1:9",
     "--proxy-bypass-list=<-loopback>",
+    # WebRTC only through that proxy (no STUN/ICE over UDP); other sites' frames in the page's
+    # process, where the tab's interception reaches them (crawler/render/browser.py's alike).
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",
+    "--disable-site-isolation-trials",
 )
 
 

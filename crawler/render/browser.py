@@ -48,8 +48,17 @@ STOP_TIMEOUT = 5.0
 REAP_EVERY = 30.0  # seconds between looks for exited orphans of a local browser
 # The browser touches no network of its own: no background services, no QUIC; every request
 # it would make goes to a proxy that does not exist, so only intercepted requests (fulfilled
-# by the crawler) ever complete, WebSockets and service workers included.
+# by the crawler) ever complete, WebSockets and service workers included. WebRTC may send only
+# through that proxy (no UDP: STUN/ICE never leaves), and frames of other sites stay in the
+# page's process, where the tab's interception and its scripts (page.py) reach them.
+WEBRTC_FLAGS = (
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",
+)
+ISOLATION_FLAGS = ("--disable-site-isolation-trials",)
 LOCAL_FLAGS = (
+    *WEBRTC_FLAGS,
+    *ISOLATION_FLAGS,
     "--headless",
     "--no-sandbox",
     "--disable-gpu",

@@ -6,8 +6,10 @@ fetch layer (`PageFetch`) and fulfilled into the page.
 
 - a blocked resource type (`render.block`) fails at once, with no fetch (`blocked`);
 - a non-http(s) scheme (`file:`, `ftp:`, `chrome:` …) fails at once (`refused`), and so do
-  service workers (the API is removed before any script runs, and their requests bypassed),
   downloads (denied for the context) and WebSockets (blocked by URL pattern);
+- what this tab's interception could not see is not there: service, dedicated and shared
+  workers and WebRTC's RTCPeerConnection are removed before any script of any frame runs
+  (and service workers' requests bypassed);
 - every other request is fetched (`fetched`), a redirect handed back to the page as the
   redirect, so its next hop is intercepted and checked again and relative URLs resolve as in
   a browser. The main document's fetch failing fails the render with its own error kind.
@@ -41,9 +43,14 @@ POLL = 0.1
 IDLE = 0.5
 CLOSE_TIMEOUT = 5.0
 _SCHEMES = frozenset({"http", "https"})
-# Before any of the page's scripts: no service worker can be registered (a worker's requests
-# would not pass through this tab's interception).
-_NO_SERVICE_WORKER = "try { delete Object.getPrototypeOf(navigator).serviceWorker; } catch (e) {}"
+# Before any of the page's scripts, in every frame: no service, dedicated or shared worker can
+# be started (a worker's requests would not pass through this tab's interception), and no
+# RTCPeerConnection exists (WebRTC's STUN/ICE is UDP, which `Fetch` never sees).
+_WITHOUT = ("Worker", "SharedWorker", "RTCPeerConnection", "webkitRTCPeerConnection")
+_NO_BYPASS = (
+    "try { delete Object.getPrototypeOf(navigator).serviceWorker; } catch (e) {}\n"
+    + "".join(f"try {{ delete globalThis.{name}; }} catch (e) {{}}\n" for name in _WITHOUT)
+)
 _WEBSOCKETS = ["ws://*", "wss://*"]
 # Request headers the page's own fetch()/XHR set that the server needs to answer alike.
 _FORWARDED = frozenset({"accept", "content-type", "accept-language", "x-requested-with"})
@@ -181,7 +188,7 @@ class Tab:
             self.call("Fetch.enable", {"patterns": patterns}),
             self.call("Page.enable"),
             self.call("Page.setLifecycleEventsEnabled", {"enabled": True}),
-            self.call("Page.addScriptToEvaluateOnNewDocument", {"source": _NO_SERVICE_WORKER}),
+            self.call("Page.addScriptToEvaluateOnNewDocument", {"source": _NO_BYPASS}),
             self.call("Network.enable", {"maxTotalBufferSize": 0, "maxResourceBufferSize": 0}),
             self.call("Network.setBlockedURLs", {"urls": _WEBSOCKETS}),
             self.call("Network.setBypassServiceWorker", {"bypass": True}),
