@@ -40,6 +40,7 @@ from crawler.config.sources import SourceConfig
 from crawler.errors import ErrorKind, FetchError
 from crawler.fetch.breaker import Breakers, CircuitBreaker
 from crawler.fetch.content import check_content_type, choose_charset
+from crawler.fetch.hostkeys import HostKeys
 from crawler.fetch.httpstate import STAMP_EVERY, HttpState, Revalidation, Validators
 from crawler.fetch.login import Login
 from crawler.fetch.netguard import SourcePolicy, guarding
@@ -70,7 +71,7 @@ class Request:
 
     source: SourceConfig
     url: str
-    host: str  # as SourceConfig.hosts has it, so metric series line up
+    host: str  # as SourceConfig.hosts has it, so metric series line up (or hostkeys.OTHER)
     headers: dict[str, str]  # the conditional-GET headers; sent to `url` only
     delay: float  # the politeness gap for the host (Crawl-delay included)
     breaker: CircuitBreaker
@@ -98,6 +99,7 @@ class Fetcher(Part):
             lambda: asyncio.Semaphore(self.fc.per_host_concurrency)
         )
         self.pacer = HostPacer()
+        self.host_keys = HostKeys()  # a rendered page's third-party hosts: capped
         self.breakers = Breakers(self.fc.circuit, metrics)
         self.robots = RobotsCache(
             self._fetch_robots, config.user_agent, self.fc.robots_ttl, metrics
@@ -189,7 +191,7 @@ class Fetcher(Part):
         type, nothing conditional, a redirect given back (the browser asks for each hop)."""
         policy = self.policies.get(source.name) or SourcePolicy.of(source, self.config)
         with guarding(policy):
-            request = await self._prepare(source, url, robots=document)
+            request = await self._prepare(source, url, robots=document, page=True)
             options = request.options.asked_by_page(wanted)
             return await self._with_retries(
                 dataclasses.replace(request, options=options, home=home)
@@ -223,14 +225,16 @@ class Fetcher(Part):
             return None
         return await self.state.get(source.name, self._options(source).key(url))
 
-    async def _prepare(self, source: SourceConfig, url: str, robots: bool = True) -> Request:
+    async def _prepare(
+        self, source: SourceConfig, url: str, robots: bool = True, page: bool = False
+    ) -> Request:
         """Step 1: fail fast on an open circuit or robots.txt; the politeness gap."""
         parts = urlsplit(url)
-        host = parts.netloc
+        host = self.host_keys.key(parts.netloc, source.hosts, page=page)
         breaker = self.breakers.get(host)
         breaker.check()
         delay = self.fc.politeness_delay
-        origin = f"{parts.scheme}://{host}"
+        origin = f"{parts.scheme}://{parts.netloc}"
         policy = await self._check_robots(source, url, origin) if robots else None
         agent = self._agent(source)
         crawl_delay = policy.crawl_delay(agent) if policy is not None else None
