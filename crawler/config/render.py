@@ -8,6 +8,7 @@ loads, checks and runs with no CDP client in the process.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,21 @@ def endpoint(value: Any) -> str:
             "with a password_env or password_file"
         )
     return str(value)
+
+
+def crosses_in_clear(url: str) -> bool:
+    """Whether a password sent to `url` would cross a network unencrypted: plain `http`/`ws`
+    to a host other than this machine's loopback (`localhost`, 127.0.0.0/8, ::1)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "ws"):
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def resource_types(value: Any) -> tuple[str, ...]:
@@ -101,7 +117,7 @@ class BrowserConfig:
         None,
         cv.string,
         "basic-auth user, when the endpoint is behind the proxy (with `password_env` or "
-        "`password_file`)",
+        "`password_file`); the endpoint must then be `https://`/`wss://` unless it is loopback",
     )
     password: str | None = secret(
         "the basic-auth password: `password_env` names an environment variable holding it, "
@@ -113,6 +129,12 @@ class BrowserConfig:
             yield "endpoint", "give exactly one of `endpoint` and `executable`"
         if self.basic_user is not None and self.password is None:
             yield "basic_user", "needs `password_env` or `password_file`"
+        if self.basic_user is not None and self.endpoint and crosses_in_clear(self.endpoint):
+            yield (
+                "endpoint",
+                "with `basic_user` the endpoint must be https:// or wss:// (or loopback): the "
+                "password would cross the network in clear",
+            )
         if self.password is not None and self.basic_user is None:
             yield "password_env", "a password needs `basic_user`"
 

@@ -110,8 +110,55 @@ def test_render_needs_a_browser_and_one_endpoint(tmp_path: Path) -> None:
         "browser.endpoint: give exactly one of `endpoint` and `executable`"
     ]
     assert problems(
-        tmp_path, "browser: {endpoint: 'http://nas:9222', basic_user: c}\nsources:\n" + SOURCE
+        tmp_path, "browser: {endpoint: 'https://nas:9222', basic_user: c}\nsources:\n" + SOURCE
     ) == ["browser.basic_user: needs `password_env` or `password_file`"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://nas.local:9222", "ws://192.168.1.5:9222/devtools/browser/x", "http://[fe80::1]:9222"],
+)
+def test_basic_auth_refuses_a_plain_endpoint_off_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("BROWSER_PASSWORD", "s3cret")
+    path = tmp_path / "crawler.yaml"
+    path.write_text(
+        "browser:\n"
+        "  basic_user: crawler\n"
+        "  password_env: BROWSER_PASSWORD\n"
+        f"  endpoint: '{url}'\n"
+        "sources:\n" + SOURCE
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:4: browser.endpoint: with `basic_user` the endpoint must be https:// or wss:// "
+        "(or loopback): the password would cross the network in clear"
+    ]
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://nas.local:9222",
+        "wss://nas.local/devtools/browser/x",
+        "http://127.0.0.1:9222",
+        "ws://[::1]:9222/devtools/browser/x",
+        "http://localhost:9222",
+    ],
+)
+def test_basic_auth_takes_tls_or_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("BROWSER_PASSWORD", "s3cret")
+    cfg = load(
+        tmp_path,
+        f"browser: {{endpoint: '{url}', basic_user: c, password_env: BROWSER_PASSWORD}}\n"
+        "sources:\n" + SOURCE,
+    )
+    assert cfg.browser is not None and cfg.browser.endpoint == url
 
 
 def test_render_is_for_html_pages(tmp_path: Path) -> None:
