@@ -8,7 +8,8 @@ fetch layer (`PageFetch`) and fulfilled into the page.
 - a non-http(s) scheme (`file:`, `ftp:`, `chrome:` …) fails at once (`refused`), and so do
   downloads (denied for the context) and WebSockets (blocked by URL pattern);
 - what this tab's interception could not see is not there: service, dedicated and shared
-  workers and WebRTC's RTCPeerConnection are removed before any script of any frame runs
+  workers, WebRTC's RTCPeerConnection and WebTransport are removed before any script of any
+  frame runs
   (and service workers' requests bypassed);
 - every other request is fetched (`fetched`), a redirect handed back to the page as the
   redirect, so its next hop is intercepted and checked again and relative URLs resolve as in
@@ -45,8 +46,15 @@ CLOSE_TIMEOUT = 5.0
 _SCHEMES = frozenset({"http", "https"})
 # Before any of the page's scripts, in every frame: no service, dedicated or shared worker can
 # be started (a worker's requests would not pass through this tab's interception), and no
-# RTCPeerConnection exists (WebRTC's STUN/ICE is UDP, which `Fetch` never sees).
-_WITHOUT = ("Worker", "SharedWorker", "RTCPeerConnection", "webkitRTCPeerConnection")
+# RTCPeerConnection or WebTransport exists (WebRTC's STUN/ICE and WebTransport's QUIC are UDP,
+# which `Fetch` never sees).
+_WITHOUT = (
+    "Worker",
+    "SharedWorker",
+    "RTCPeerConnection",
+    "webkitRTCPeerConnection",
+    "WebTransport",
+)
 _NO_BYPASS = (
     "try { delete Object.getPrototypeOf(navigator).serviceWorker; } catch (e) {}\n"
     + "".join(f"try {{ delete globalThis.{name}; }} catch (e) {{}}\n" for name in _WITHOUT)

@@ -40,7 +40,7 @@ function api(name) {
   frame.remove();
   said.push(name + ":" + ((name in window || inFrame) ? "present" : "absent"));
 }
-["Worker", "SharedWorker", "RTCPeerConnection"].forEach(api);
+["Worker", "SharedWorker", "RTCPeerConnection", "WebTransport"].forEach(api);
 const targets = "?other=%(other)s&lan=%(lan)s";
 try { new Worker("/worker.js" + targets); } catch (e) {}
 try { new SharedWorker("/worker.js" + targets); } catch (e) {}
@@ -78,7 +78,7 @@ fetch(q.get("lan") + "/secret").catch(() => {});
 
 # The other site's frame says what it found: its scripts run in another site's document.
 FRAME = """<!doctype html><script>
-const found = ["Worker", "RTCPeerConnection"].some((name) => name in window);
+const found = ["Worker", "RTCPeerConnection", "WebTransport"].some((name) => name in window);
 parent.postMessage("frame:" + (found ? "present" : "absent"), "*");
 </script>"""
 
@@ -186,7 +186,8 @@ async def test_a_page_gets_no_webrtc_and_no_workers_and_sends_no_udp(
     # The APIs are gone in the page, in a same-origin frame, and in the other site's frame
     # (in the page's process, so the tab's script reached it).
     assert said(tmp_path) == [
-        "Worker:absent SharedWorker:absent RTCPeerConnection:absent frame:absent"
+        "Worker:absent SharedWorker:absent RTCPeerConnection:absent WebTransport:absent"
+        " frame:absent"
     ]
     # No STUN binding request reached the UDP socket the page's ICE server names.
     assert await asyncio.to_thread(received, udp, UDP_WAIT) == []

@@ -13,7 +13,7 @@ from tests.chromium import FLAGS
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_PROXY = ("--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>")
-REQUIRED = (*WEBRTC_FLAGS, *ISOLATION_FLAGS, *NO_PROXY)
+REQUIRED = (*WEBRTC_FLAGS, *ISOLATION_FLAGS, *NO_PROXY, "--disable-quic")
 
 
 def test_webrtc_udp_and_cross_site_processes_are_off_in_every_chromium() -> None:
