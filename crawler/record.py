@@ -37,6 +37,16 @@ class RunRow:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Written:
+    """What one committed batch did to the store: `new` keys inserted, `changed` keys whose data
+    differed from the stored row. A key re-stored with the same data counts as neither; a key
+    repeated within the batch counts once (its last version wins, as in the upsert)."""
+
+    new: int = 0
+    changed: int = 0
+
+
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 

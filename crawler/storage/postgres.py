@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from crawler.config.storage import StorageConfig
 from crawler.errors import StoreDataError, StoreError, StoreTimeout, StoreUnavailable
 from crawler.lifecycle import Part
-from crawler.record import Record, RunRow, dumps
+from crawler.record import Record, RunRow, Written, dumps
 from crawler.storage import counts, history
 
 if TYPE_CHECKING:  # psycopg is imported when first used: its import costs RSS on the Pi
@@ -101,15 +101,26 @@ _PG_STAGE = (
     " ON COMMIT DELETE ROWS"
 )
 # DISTINCT ON: one batch may hold the same key twice, which ON CONFLICT cannot update twice;
-# the last one in the batch (the newest, e.g. when draining the spool) wins.
+# the last one in the batch (the newest, e.g. when draining the spool) wins. `o` reads the stored
+# rows as they were before the upsert (every part of one statement sees the same snapshot), so
+# the one answer row counts the new and the changed keys with no round trip of its own; the
+# upsert runs whether or not the final SELECT reads it, as every data-modifying WITH does.
 _PG_UPSERT = """
-INSERT INTO scraped_data AS t (source, key, data)
-SELECT DISTINCT ON (source, key) source, key, data FROM crawler_stage
- ORDER BY source, key, ord DESC
-ON CONFLICT (source, key) DO UPDATE
-   SET last_seen = now(),
-       processed = t.processed AND t.data = EXCLUDED.data,
-       data = EXCLUDED.data
+WITH s AS (
+    SELECT DISTINCT ON (source, key) source, key, data FROM crawler_stage
+     ORDER BY source, key, ord DESC
+), o AS (
+    SELECT t.key IS NULL AS fresh, t.data IS DISTINCT FROM s.data AS differs
+      FROM s LEFT JOIN scraped_data AS t ON t.source = s.source AND t.key = s.key
+), u AS (
+    INSERT INTO scraped_data AS t (source, key, data)
+    SELECT source, key, data FROM s
+    ON CONFLICT (source, key) DO UPDATE
+       SET last_seen = now(),
+           processed = t.processed AND t.data = EXCLUDED.data,
+           data = EXCLUDED.data
+)
+SELECT count(*) FILTER (WHERE fresh), count(*) FILTER (WHERE differs AND NOT fresh) FROM o
 """
 
 
@@ -278,7 +289,9 @@ class PostgresStore(Part):
             except Exception:  # already broken; closing is best effort
                 log.debug("closing a broken connection failed", exc_info=True)
 
-    async def _write_records(self, conn: Connection, records: Sequence[Record]) -> None:
+    async def _write_records(
+        self, conn: Connection, records: Sequence[Record], written: list[Written]
+    ) -> None:
         async with conn.cursor() as cur:
             async with cur.copy("COPY crawler_stage (ord, source, key, data) FROM STDIN") as copy:
                 for i, r in enumerate(records):
@@ -287,10 +300,16 @@ class PostgresStore(Part):
             if versioned:
                 await cur.execute(history.PG_INSERT, (versioned,))
             await cur.execute(_PG_UPSERT)
+            row = await cur.fetchone()
+            written.append(Written(int(row[0]), int(row[1])) if row else Written())
 
-    async def write(self, records: Sequence[Record]) -> None:
-        if records:
-            await self.run(self._write_records, records)
+    async def write(self, records: Sequence[Record]) -> Written:
+        """Upsert `records` in one transaction; how many keys were new and how many changed."""
+        if not records:
+            return Written()
+        written: list[Written] = []  # filled inside the transaction, read once it committed
+        await self.run(self._write_records, records, written)
+        return written[-1]
 
     @staticmethod
     async def _write_run(conn: Connection, run: RunRow) -> None:

@@ -176,7 +176,7 @@ class Quarantine:
         return n
 
 
-Write = Callable[[Sequence[Record]], Awaitable[None]]
+Write = Callable[[Sequence[Record]], Awaitable[object]]  # the store's or the spool's
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 
 from crawler.config.storage import StorageConfig
 from crawler.errors import StoreUnavailable
-from crawler.record import Record, RunRow
+from crawler.record import Record, RunRow, Written
 from crawler.storage.embedded import SqliteStore
 from crawler.storage.postgres import PostgresStore
 from crawler.storage.store import Store
@@ -110,6 +110,26 @@ async def test_changed_record_replaces_data_and_clears_processed(store, backend)
     assert rows["k0"] == ({"i": 0, "v": "b"}, False)
     assert rows["k1"] == ({"i": 1, "v": "b"}, False)
     assert rows["k2"] == ({"i": 2, "v": "a"}, True)  # unchanged: downstream need not redo it
+
+
+async def test_a_write_counts_new_and_changed_keys_but_not_unchanged_ones(store, backend):
+    assert await store.write(recs(5)) == Written(new=5, changed=0)
+    # The second run: one value changed, the rest re-crawled unchanged, one key never seen.
+    second = recs(5)
+    second[3] = Record(source="src", key="k3", data={"i": 3, "v": "b"})
+    assert await store.write(second) == Written(new=0, changed=1)
+    assert await store.write(recs(6)) == Written(new=1, changed=1)  # k3 back to "a"; k5 new
+    assert await store.write(recs(6)) == Written(new=0, changed=0)
+
+
+async def test_a_key_repeated_in_a_batch_counts_once_by_its_last_version(store, backend):
+    assert await store.write(recs(2) + recs(2, version="b")) == Written(new=2, changed=0)
+    assert await store.write(recs(2, version="c") + recs(2, version="b")) == Written()
+    assert await store.write(recs(1, version="b") + recs(1, version="c")) == Written(0, 1)
+
+
+async def test_an_empty_batch_writes_nothing(store, backend):
+    assert await store.write([]) == Written()
 
 
 async def test_one_batch_may_repeat_a_key(store, backend):
