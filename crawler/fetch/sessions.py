@@ -12,8 +12,9 @@ within `login.max_per_run` logins, and fetches the page again.
 `SessionStore` keeps a successful login's session for the next runs, under
 `<state_dir>/sessions/` (a 0700 directory): `<source>.json` (when it logged in, for which
 login URL and user, the token) and `<source>.cookies` (aiohttp's JSON cookie format), both
-0600, written to a temporary file and renamed. Never in PostgreSQL, never in a log line: logs
-name cookies, never their values. A session found expired is deleted at once, so a login that
+0600, written to a temporary file, fsynced and renamed. Never in PostgreSQL, never in a log
+line: logs name cookies, never their values. A stored file that cannot be read back (truncated,
+not JSON, the wrong shape) costs a WARNING and is deleted: the run logs in afresh. A session found expired is deleted at once, so a login that
 then fails leaves nothing stale behind; a login failing for another reason (the site down)
 leaves the stored session as it was.
 """
@@ -26,6 +27,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -60,23 +62,28 @@ class SessionStore:
 
     def load(self, source: str, owner: str, jar: aiohttp.CookieJar | None) -> dict[str, Any] | None:
         """The stored session of `source` for this login (its cookies loaded into `jar`), or
-        None: none stored, another login's, or unreadable (then it is deleted)."""
+        None: none stored, another login's, or unreadable — truncated, not JSON, the wrong
+        shape, a hostile value — which costs one WARNING and both files deleted, never an
+        exception (the run then starts with an empty jar and logs in)."""
         meta_path, jar_path = self._paths(source)
+        reading = meta_path
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                raise ValueError("unknown format")
+            meta = _meta(json.loads(meta_path.read_text(encoding="utf-8")))
             if meta.get("login") != owner:
                 return None  # the login changed (URL or user): this session is not its
             if jar is not None and jar_path.exists():
-                jar.load(jar_path)
+                reading = jar_path
+                _load_jar(jar, jar_path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        except Exception as exc:  # anything a damaged or hostile file raises: the edge
+            # The file and the error's type, never its text: it may quote a cookie value.
             log.warning(
                 "stored session unreadable: deleted",
-                extra={"source": source, "path": str(meta_path), "error": type(exc).__name__},
+                extra={"source": source, "path": str(reading), "error": type(exc).__name__},
             )
+            if jar is not None:
+                jar.clear()  # a fresh empty jar, nothing half-loaded
             self.drop(source)
             return None
         return meta
@@ -84,6 +91,8 @@ class SessionStore:
     def save(
         self, source: str, owner: str, at: float, token: str | None, jar: aiohttp.CookieJar | None
     ) -> None:
+        """Store the session: each file written to a temporary file, fsynced, renamed over the
+        old one, and the directory fsynced, so a power cut leaves the old file or the new one."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)  # also when it was made by hand, or under another umask
         meta_path, jar_path = self._paths(source)
@@ -93,18 +102,51 @@ class SessionStore:
                 tmp.unlink()  # aiohttp creates it 0600 only when it is new
             jar.save(tmp)
             os.chmod(tmp, 0o600)
+            _fsync(tmp)
             os.replace(tmp, jar_path)
         meta = {"format": _FORMAT, "login": owner, "logged_in_at": at, "token": token}
         tmp = meta_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, meta_path)
+        _fsync(self.directory)
 
     def drop(self, source: str) -> None:
         for path in self._paths(source):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _meta(doc: object) -> dict[str, Any]:
+    """A stored session's metadata, its shape checked; raise ValueError."""
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise ValueError("unknown format")
+    at, token = doc.get("logged_in_at"), doc.get("token")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+        raise ValueError("logged_in_at is not a number")
+    if token is not None and (not isinstance(token, str) or "\n" in token or "\r" in token):
+        raise ValueError("token is not one line of text")
+    return doc
+
+
+def _load_jar(jar: aiohttp.CookieJar, path: Path) -> None:
+    """Load a cookie file in aiohttp's JSON format, and only that: aiohttp falls back to
+    unpickling a file that is not JSON, which a stored session never is."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise ValueError("not a cookie jar")
+    jar.load(path)  # JSON, so aiohttp reads it as JSON
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Sessions:

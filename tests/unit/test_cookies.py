@@ -3,10 +3,12 @@ session saved 0600 and loaded back with its host-only cookies still host-only.""
 
 from __future__ import annotations
 
+import logging
 import stat
 from http.cookies import SimpleCookie
 from pathlib import Path
 
+import pytest
 import yarl
 
 from crawler.fetch import cookies
@@ -92,3 +94,64 @@ async def test_a_saved_session_is_0600_and_loads_back_host_only(tmp_path: Path) 
     (tmp_path / "sessions" / "shop.json").write_text("{not json")
     assert store.load("shop", "id1", cookies.new_jar()) is None
     assert not (tmp_path / "sessions" / "shop.json").exists()
+
+
+def _stored(tmp_path: Path) -> SessionStore:
+    jar = cookies.new_jar()
+    cookies.take(jar, set_cookie("sid=s3cr3t-value; Path=/"), yarl.URL("https://example.org/"))
+    store = SessionStore(tmp_path / "sessions")
+    store.save("shop", "id1", 1000.0, "tok-s3cr3t", jar)
+    return store
+
+
+# Each damaged file: (which file, its bytes). The pickle is one aiohttp would unpickle if it
+# were handed a file that is not JSON (its legacy format); ours never is.
+_DAMAGED = {
+    "truncated cookies": ("shop.cookies", b'{"example.org|/": {"sid": {"key": "sid", "val'),
+    "cookies not json": ("shop.cookies", b"\x80\x04\x95garbage"),
+    "cookies a list": ("shop.cookies", b"[1, 2, 3]"),
+    "cookie not a mapping": ("shop.cookies", b'{"example.org|/": {"sid": 5}}'),
+    "cookie hostile value": ("shop.cookies", b'{"example.org|/": {"sid": {"key": {"a": 1}}}}'),
+    "cookies a pickle": ("shop.cookies", b"cos\nsystem\n(S'echo pwned'\ntR."),
+    "meta truncated": ("shop.json", b'{"format": 1, "login": "id1", "logged_'),
+    "meta not utf-8": ("shop.json", b"\xff\xfe\x00"),
+    "meta time a string": (
+        "shop.json",
+        b'{"format": 1, "login": "id1", "logged_in_at": "soon", "token": null}',
+    ),
+    "meta time infinite": (
+        "shop.json",
+        b'{"format": 1, "login": "id1", "logged_in_at": 1e999, "token": null}',
+    ),
+    "meta token a mapping": (
+        "shop.json",
+        b'{"format": 1, "login": "id1", "logged_in_at": 1.0, "token": {"a": 1}}',
+    ),
+    "meta token two lines": (
+        "shop.json",
+        b'{"format": 1, "login": "id1", "logged_in_at": 1.0, "token": "a\\r\\nX-Evil: 1"}',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_DAMAGED))
+async def test_a_damaged_stored_session_costs_one_warning_and_an_empty_jar(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _stored(tmp_path)
+    name, data = _DAMAGED[case]
+    (tmp_path / "sessions" / name).write_bytes(data)
+    jar = cookies.new_jar()
+    cookies.take(jar, set_cookie("old=stale-value"), yarl.URL("https://example.org/"))
+    caplog.set_level(logging.DEBUG)
+    assert store.load("shop", "id1", jar) is None
+    assert len(jar) == 0  # a fresh empty jar, nothing half-loaded
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == ["stored session unreadable: deleted"]
+    assert warnings[0].__dict__["path"] == str(tmp_path / "sessions" / name)
+    assert list((tmp_path / "sessions").iterdir()) == []  # both files removed
+    everything = "\n".join(str(r.__dict__) for r in caplog.records)
+    assert "s3cr3t" not in everything and "pwned" not in everything
+    # The next login stores a session again, and it loads.
+    store.save("shop", "id1", 2000.0, None, cookies.new_jar())
+    assert store.load("shop", "id1", cookies.new_jar()) is not None
