@@ -14,9 +14,9 @@ within `login.max_per_run` logins, and fetches the page again.
 login URL and user, the token) and `<source>.cookies` (aiohttp's JSON cookie format), both
 0600, written to a temporary file, fsynced and renamed. Never in PostgreSQL, never in a log
 line: logs name cookies, never their values. A stored file that cannot be read back (truncated,
-not JSON, the wrong shape) costs a WARNING and is deleted: the run logs in afresh. A session found expired is deleted at once, so a login that
-then fails leaves nothing stale behind; a login failing for another reason (the site down)
-leaves the stored session as it was.
+not JSON, the wrong shape) costs a WARNING and is deleted: the run logs in afresh. A session
+found expired is deleted at once, so a login that then fails leaves nothing stale behind; a
+login failing for another reason (the site down) leaves the stored session as it was.
 """
 
 from __future__ import annotations
