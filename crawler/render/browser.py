@@ -33,6 +33,13 @@ from crawler.errors import BrowserError
 from crawler.lifecycle import Part, stop_task
 from crawler.render.cdp import Connection
 from crawler.render.page import Count, PageFetch, Rendered, RenderSettings, Tab
+from crawler.render.reaper import (
+    STOP_TIMEOUT,
+    become_subreaper,
+    group_of,
+    reap,
+    reap_orphans,
+)
 
 if TYPE_CHECKING:
     from crawler.config.render import BrowserConfig
@@ -42,9 +49,8 @@ log = logging.getLogger("crawler.render")
 
 # Every call to the browser outside a render (connect, contexts) answers within this.
 CALL_TIMEOUT = 10.0
-# A local Chromium: how long it gets to say where it listens, and to stop before SIGKILL.
+# A local Chromium: how long it gets to say where it listens (to stop: reaper.STOP_TIMEOUT).
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 5.0
 REAP_EVERY = 30.0  # seconds between looks for exited orphans of a local browser
 # The browser touches no network of its own: no background services, no QUIC; every request
 # it would make goes to a proxy that does not exist, so only intercepted requests (fulfilled
@@ -144,67 +150,13 @@ class LocalChromium:
                     async with asyncio.timeout(STOP_TIMEOUT):
                         await proc.wait()
                         break
-            group = _group(proc.pid)  # renderers orphaned by the browser's death: ours to reap
+            group = group_of(proc.pid)  # renderers orphaned by the browser's death: ours to reap
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            await _reap(group)
+            await reap(group)
         if self._profile is not None:
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
-
-
-def _procs() -> list[tuple[int, int, int, str]]:
-    """(pid, ppid, pgid, state) of every process, from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out.append((int(entry), int(fields[1]), int(fields[2]), fields[0]))
-    return out
-
-
-def _group(pgid: int) -> list[int]:
-    """The processes of a process group."""
-    return [pid for pid, _, group, _ in _procs() if group == pgid]
-
-
-def reap_orphans() -> int:
-    """Reap the exited processes re-parented to us, a subreaper: the browser's renderers and
-    crash handlers (which leave its process group) once it is gone. Never blocks."""
-    me, reaped = os.getpid(), 0
-    for pid, ppid, _, state in _procs():
-        if ppid == me and state == "Z":
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                reaped += bool(done)
-    return reaped
-
-
-async def _reap(pids: list[int]) -> None:
-    """Wait (up to `STOP_TIMEOUT`) until none of `pids` is left, reaping the orphans among
-    them and any other exited one re-parented to us meanwhile."""
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while True:
-        reap_orphans()
-        alive = {pid for pid, _, _, state in _procs() if state != "Z"} & set(pids)
-        if not alive or time.monotonic() > deadline:
-            return
-        await asyncio.sleep(0.05)
-
-
-def become_subreaper() -> None:
-    """Make the crawler the reaper of its browser's orphans (Linux `PR_SET_CHILD_SUBREAPER`):
-    when the browser dies first, its renderers are re-parented to us, not to an init that a
-    container may not have, and `LocalChromium.stop()` reaps them."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 class Browser(Part):
@@ -341,6 +293,7 @@ class Context:
         self._conn: Connection | None = None
         self._id = ""
         self._lock = asyncio.Lock()  # the run's pages render at once: one context for them
+        self._disposing: set[asyncio.Task[None]] = set()
 
     async def _ensure(self) -> Connection:
         async with self._lock:
@@ -350,13 +303,35 @@ class Context:
                 created = await conn.call(
                     "Target.createBrowserContext", {"disposeOnDetach": True}, timeout=CALL_TIMEOUT
                 )
-                await conn.call(
-                    "Browser.setDownloadBehavior",
-                    {"behavior": "deny", "browserContextId": created["browserContextId"]},
-                    timeout=CALL_TIMEOUT,
-                )
-                self._conn, self._id = conn, created["browserContextId"]
+                context_id = created["browserContextId"]
+                try:
+                    await conn.call(
+                        "Browser.setDownloadBehavior",
+                        {"behavior": "deny", "browserContextId": context_id},
+                        timeout=CALL_TIMEOUT,
+                    )
+                except BaseException:  # an error, or the page's timeout cancelling it
+                    self._dispose_later(conn, context_id)
+                    raise
+                self._conn, self._id = conn, context_id
             return conn
+
+    def _dispose_later(self, conn: Connection, context_id: str) -> None:
+        """Dispose of a context never handed out, in a task of its own: the step after its
+        creation failed or was cancelled (a page's timeout), and the page must not wait."""
+        task = asyncio.create_task(_dispose(conn, context_id), name="browser-context-dispose")
+        self._disposing.add(task)
+        task.add_done_callback(self._disposing.discard)
+
+    async def _ensure_within(self, timeout: float) -> Connection:
+        """`_ensure()` within the page's `render.timeout`: connecting, or waiting for another
+        page's connect, must not outlast the render it is for (a browser that accepts TCP and
+        never answers costs each page one `browser` failure, not a hung run)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._ensure()
+        except TimeoutError:
+            raise BrowserError(f"browser not ready within {timeout:g} s") from None
 
     async def render(
         self,
@@ -373,7 +348,7 @@ class Context:
             browser._rendering += 1
             started = time.monotonic()
             try:
-                conn = await self._ensure()
+                conn = await self._ensure_within(settings.timeout)
                 tab = Tab(conn, self._id, settings, fetch, count, CALL_TIMEOUT)
                 return await tab.render(url)
             finally:
@@ -383,10 +358,18 @@ class Context:
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and conn.alive and self._id:
-            with contextlib.suppress(BrowserError):
-                await conn.call(
-                    "Target.disposeBrowserContext",
-                    {"browserContextId": self._id},
-                    timeout=CALL_TIMEOUT,
-                )
+        if conn is not None and self._id:
+            await _dispose(conn, self._id)
+        if self._disposing:
+            await asyncio.gather(*self._disposing)
+
+
+async def _dispose(conn: Connection, context_id: str) -> None:
+    """Dispose of a browser context, if its browser is still there to ask."""
+    if conn.alive:
+        with contextlib.suppress(BrowserError):
+            await conn.call(
+                "Target.disposeBrowserContext",
+                {"browserContextId": context_id},
+                timeout=CALL_TIMEOUT,
+            )

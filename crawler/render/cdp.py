@@ -99,16 +99,23 @@ class Connection:
     ) -> Connection:
         url = await websocket_url(session, endpoint, headers, timeout)
         try:
-            ws = await session.ws_connect(
-                url,
-                headers=headers | host_header(url),
-                timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
-                max_msg_size=MAX_MESSAGE,
-                autoping=True,
-                heartbeat=None,
-                compress=0,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # The whole handshake, not only the TCP connect: a browser (or a proxy) that
+            # accepts and never answers the upgrade would otherwise hold the connect forever.
+            async with asyncio.timeout(timeout):
+                ws = await session.ws_connect(
+                    url,
+                    headers=headers | host_header(url),
+                    timeout=aiohttp.ClientWSTimeout(ws_close=timeout),
+                    max_msg_size=MAX_MESSAGE,
+                    autoping=True,
+                    heartbeat=None,
+                    compress=0,
+                )
+        except TimeoutError:
+            raise BrowserError(
+                f"cannot connect to the browser: no WebSocket handshake within {timeout:g} s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise BrowserError(f"cannot connect to the browser: {exc}") from exc
         return cls(ws)
 
@@ -142,8 +149,9 @@ class Connection:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         try:
-            await self._ws.send_str(json.dumps(message))
+            # Sending too: a browser that stops reading fills the socket, and the send waits.
             async with asyncio.timeout(timeout):
+                await self._ws.send_str(json.dumps(message))
                 return await future
         except TimeoutError:
             raise BrowserError(f"{method}: no answer within {timeout:g} s") from None
