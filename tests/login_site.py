@@ -22,7 +22,7 @@ from tests.site import Site, html_page, items
 
 USER = "crawler"
 FORM = """<html><body><h1>Members</h1>
-<form id="login" method="post" action="/login">
+<form id="login" method="post" action="{action}">
   <input type="hidden" name="csrf" value="{csrf}">
   <input type="hidden" name="next" value="{next}">
   <input type="text" name="who" value="">
@@ -46,6 +46,8 @@ class LoginSite:
         self.member_pages = 0
         self.expire_always = False  # every session ends with the page it served
         self.cookies_seen: list[tuple[str, str | None]] = []  # (path, Cookie header)
+        self.form_action = "/login"  # where the login form posts (another origin: a phish)
+        self.login_redirect: tuple[int, str] | None = None  # the login POST's answer instead
         app = self.site.app
         app.middlewares.append(self._record_cookies)
         app.router.add_get("/login", self._form)
@@ -81,7 +83,8 @@ class LoginSite:
 
     async def _form(self, request: web.Request, error: str = "") -> web.Response:
         csrf = secrets.token_hex(8)
-        body = FORM.format(csrf=csrf, next=request.query.get("next", "/members/0"), error=error)
+        next_ = request.query.get("next", "/members/0")
+        body = FORM.format(csrf=csrf, next=next_, error=error, action=self.form_action)
         resp = web.Response(text=body, content_type="text/html")
         resp.set_cookie("csrf", csrf, path="/")
         return resp
@@ -90,6 +93,9 @@ class LoginSite:
         form = await request.post()
         fields = {k: str(v) for k, v in form.items()}
         self.form_logins.append({k: v for k, v in fields.items() if k != "secret"})
+        if self.login_redirect is not None:
+            status, location = self.login_redirect
+            return web.Response(status=status, headers={"Location": location})
         if not fields.get("csrf") or fields.get("csrf") != request.cookies.get("csrf"):
             return web.Response(status=403, text="CSRF check failed")
         if fields.get("who") != USER or fields.get("secret") != self.password:

@@ -5,8 +5,11 @@ a password input), keeps every value the form would send — hidden inputs such 
 checked boxes, selected options — fills in the user name and password inputs (found from the
 form: its text or email input and its password input, unless `username_field` and
 `password_field` name them) and `login.fields`, and submits it to the form's action with its
-method, as a browser would. It succeeded when the answer shows `login.logged_in`, or by
-default when it has no password input and is not the login URL again.
+method, as a browser would — only to the login page's own origin (scheme, host, port): a
+form whose action points elsewhere, an https page's included that posts over plain http, is
+refused and the password never sent (the fetch layer, for its part, follows no 307/308 that
+would re-send the body to another origin). It succeeded when the answer shows
+`login.logged_in`, or by default when it has no password input and is not the login URL again.
 
 A JSON login POSTs `{username_key: …, password_key: …, **json}` and takes the token at the
 JMESPath `login.token` of the answer.
@@ -36,6 +39,7 @@ _PASSWORD_INPUT = re.compile(rb"<input\b[^>]*\btype\s*=\s*[\"']?password\b", re.
 _PASSWORD_XPATH = './/input[translate(@type, "PASSWORD", "password") = "password"]'
 _SKIPPED_TYPES = frozenset({"submit", "image", "reset", "button", "file"})
 _TEXT_TYPES = frozenset({"text", "email", ""})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,18 @@ Send = Callable[[Login], Awaitable[Page]]
 def has_password_input(body: bytes) -> bool:
     """Whether an HTML body holds a password input (the login form, again)."""
     return _PASSWORD_INPUT.search(body) is not None
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the default port spelled out and no user info: what a
+    login's secrets (the password, the token) are bound to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port out of range: an origin no other URL shares
+        port = -1
+    return scheme, (parts.hostname or "").rstrip("."), port
 
 
 def same_page(a: str, b: str) -> bool:
@@ -221,8 +237,17 @@ def login_form(
     out.extend(values.items())  # named fields the form does not have: added
     method = (form.attrib.get("method") or "GET").upper()
     here = page.final_url or page.url
-    action = urljoin(here, form.attrib.get("action") or here)
-    return method, urldefrag(action)[0], out
+    action = urldefrag(urljoin(here, form.attrib.get("action") or here))[0]
+    if origin_of(action) != origin_of(here):
+        # Another host, port or scheme (https -> http included) would receive the password.
+        scheme, host, port = origin_of(action)
+        raise LoginFailed(
+            login.url,
+            f"form action {scheme}://{host}:{port} is not the login page's origin "
+            f"({here}): the password is not sent",
+            page.status,
+        )
+    return method, action, out
 
 
 def _option_value(option: Any) -> str:

@@ -272,6 +272,13 @@ class Transport:
             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                 method, data = "GET", None  # as browsers do; 307/308 repeat the request
             resp.release()
+            if data is not None and _site(target) != _site(resp.url):
+                # A 307/308 re-sends the body (a login's password) wherever it points.
+                raise FetchError(
+                    ErrorKind.REDIRECT,
+                    f"HTTP {resp.status} to another origin ({target.scheme}://{target.host}:"
+                    f"{target.port}) would re-send the request's body: refused",
+                )
             if hops >= self.fc.max_redirects:
                 raise FetchError(ErrorKind.REDIRECT, f"more than {hops - 1} redirects")
             if target.scheme not in ("http", "https"):
@@ -316,6 +323,11 @@ class Transport:
         # The body is copied once at most: join gives a lone chunk back as it is (a bytearray
         # grown chunk by chunk, then turned into bytes, held it twice and copied it twice).
         return b"".join(chunks)
+
+
+def _site(url: yarl.URL) -> tuple[str, str | None, int | None]:
+    """(scheme, host, port) of a URL, its default port spelled out."""
+    return url.scheme, url.host, url.port
 
 
 def link_rels(resp: aiohttp.ClientResponse) -> dict[str, str] | None:

@@ -243,3 +243,59 @@ def test_cookies_kept_within_a_run_never_sent_to_another_host_nor_to_a_public_su
     finally:
         shop.stop()
         other.stop()
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[LoginSite]:
+    """A second site on another port: another origin, which must never see the password."""
+    s = LoginSite(PASSWORD).start()
+    yield s
+    s.stop()
+
+
+def test_a_form_posting_to_another_origin_is_refused_and_the_password_never_sent(
+    members: LoginSite,
+    elsewhere: LoginSite,
+    write_config: Callable[..., Path],
+    password_file: Path,
+) -> None:
+    members.form_action = f"{elsewhere.base}/login"
+    cfg = write_config(sources=[member_source(members, 1, password_file=str(password_file))])
+    result, registry = once(cfg)
+    assert not result.ok and result.error_kind == "login"
+    assert "is not the login page's origin" in (result.error or ""), result.error
+    assert elsewhere.form_logins == [] and members.form_logins == []
+    assert elsewhere.hits["/login"] == 0
+    assert logins(registry, "failed") == 1
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_login_post_redirected_to_another_origin_with_its_body_is_not_followed(
+    status: int,
+    members: LoginSite,
+    elsewhere: LoginSite,
+    write_config: Callable[..., Path],
+    password_file: Path,
+) -> None:
+    members.login_redirect = (status, f"{elsewhere.base}/login")
+    cfg = write_config(sources=[member_source(members, 1, password_file=str(password_file))])
+    result, _ = once(cfg)
+    assert not result.ok and result.error_kind == "login"
+    assert "would re-send the request's body" in (result.error or ""), result.error
+    assert len(members.form_logins) == 1  # the POST to the login page's own origin
+    assert elsewhere.form_logins == [] and elsewhere.hits["/login"] == 0
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_login_post_redirected_elsewhere_becomes_a_get_without_the_body(
+    status: int,
+    members: LoginSite,
+    elsewhere: LoginSite,
+    write_config: Callable[..., Path],
+    password_file: Path,
+) -> None:
+    members.login_redirect = (status, f"{elsewhere.base}/login")
+    cfg = write_config(sources=[member_source(members, 1, password_file=str(password_file))])
+    result, _ = once(cfg)
+    assert not result.ok  # it lands on a login form: no session
+    assert elsewhere.hits["/login"] == 1 and elsewhere.form_logins == []  # a GET, no body

@@ -139,3 +139,30 @@ def test_a_form_login_without_cookies_is_refused_where_it_is_written(
     with pytest.raises(ConfigError) as exc:
         load_config(cfg)
     assert "sources.s.cookies: a form login keeps its session in cookies" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("page_url", "action"),
+    [
+        ("https://s.test/login", "http://s.test/login"),  # a downgrade to plain http
+        ("http://s.test/login", "http://evil.test/login"),  # another host
+        ("http://s.test/login", "http://s.test:8080/login"),  # another port
+        ("http://s.test/login", "//evil.test/login"),  # scheme-relative, another host
+        ("http://s.test/login", "http://s.test@evil.test/login"),  # user info hiding the host
+    ],
+)
+def test_a_form_action_on_another_origin_is_refused(page_url: str, action: str) -> None:
+    body = (
+        f'<form method="post" action="{action}"><input name="u">'
+        '<input type="password" name="p"></form>'
+    ).encode()
+    page = Page(page_url, 200, body, "text/html", "utf-8", 0.0)
+    with pytest.raises(LoginFailed, match="is not the login page's origin") as caught:
+        login_form(login(url=page_url), "pw-Sentinel", page)
+    assert "pw-Sentinel" not in str(caught.value)
+
+
+def test_a_form_action_on_the_same_origin_is_kept_default_port_spelled_or_not() -> None:
+    body = b'<form method="post" action="https://S.test:443/in"><input name="u"><input type="password" name="p"></form>'
+    page = Page("https://s.test/login", 200, body, "text/html", "utf-8", 0.0)
+    assert login_form(login(url="https://s.test/login"), "pw", page)[1] == "https://S.test:443/in"
