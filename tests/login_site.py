@@ -46,6 +46,7 @@ class LoginSite:
         self.member_pages = 0
         self.expire_always = False  # every session ends with the page it served
         self.cookies_seen: list[tuple[str, str | None]] = []  # (path, Cookie header)
+        self.auth_seen: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self.form_action = "/login"  # where the login form posts (another origin: a phish)
         self.login_redirect: tuple[int, str] | None = None  # the login POST's answer instead
         app = self.site.app
@@ -77,6 +78,7 @@ class LoginSite:
     @web.middleware
     async def _record_cookies(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.cookies_seen.append((request.path, request.headers.get("Cookie")))
+        self.auth_seen.append((request.path, request.headers.get("Authorization")))
         return await handler(request)  # type: ignore[no-any-return]
 
     # -- the form login ------------------------------------------------------------------------

@@ -78,7 +78,8 @@ class LoginConfig:
         None,
         cv.string,
         "JMESPath of the token in the JSON answer (`access_token`): makes this a JSON login; "
-        "the token is sent as `Authorization: Bearer …` to the source's hosts",
+        "the token is sent as `Authorization: Bearer …` only to the origin (scheme, host, "
+        "port) of `url`",
     )
     json: str | None = setting(
         None, json_value, "extra members of the JSON login body (a mapping)", shown="none"

@@ -33,7 +33,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -41,7 +40,7 @@ from crawler.config.login import LoginConfig
 from crawler.config.sources import SourceConfig
 from crawler.errors import ErrorKind, FetchError, LoginFailed
 from crawler.fetch import cookies
-from crawler.fetch.login import Login, Send, has_password_input, log_in, same_page
+from crawler.fetch.login import Login, Send, has_password_input, log_in, origin_of, same_page
 from crawler.fetch.request import _read_secret
 from crawler.fetch.transport import Page
 from crawler.observability.metrics import Metrics
@@ -209,19 +208,18 @@ class RunSession:
         self._lock = asyncio.Lock()
         self._password: str | None = None
         self._unsaved = False  # cookies came since the session was stored (or loaded)
-        hosts = set(source.hosts)
-        if self.login is not None:
-            hosts.add(urlsplit(self.login.url).netloc)
-        self._token_hosts = frozenset(h.lower() for h in hosts)
+        # The token goes back only where it came from: not to the source's other hosts, nor
+        # over plain http when the login was https.
+        self._token_origin = origin_of(self.login.url) if self.login is not None else None
 
     # -- what every request of the run carries ----------------------------------------------
 
     def headers_for(self, url: str) -> dict[str, str]:
-        """The run's `Cookie` header for `url`, and its bearer token to the source's hosts."""
+        """The run's `Cookie` header for `url`, and its bearer token to the login's origin."""
         out: dict[str, str] = {}
         if self.jar is not None and (header := cookies.cookie_header(self.jar, url)):
             out["Cookie"] = header
-        if self.token is not None and urlsplit(url).netloc.lower() in self._token_hosts:
+        if self.token is not None and origin_of(url) == self._token_origin:
             out["Authorization"] = f"Bearer {self.token}"
         return out
 

@@ -299,3 +299,36 @@ def test_a_login_post_redirected_elsewhere_becomes_a_get_without_the_body(
     result, _ = once(cfg)
     assert not result.ok  # it lands on a login form: no session
     assert elsewhere.hits["/login"] == 1 and elsewhere.form_logins == []  # a GET, no body
+
+
+def test_a_login_token_is_sent_only_to_the_login_urls_origin(
+    members: LoginSite,
+    elsewhere: LoginSite,
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("API_PASSWORD", PASSWORD)
+    source = {
+        "name": "api",
+        "every": "1h",
+        "parser": "json",
+        # The same host on another port: another origin, a page of the same source.
+        "urls": [f"{members.base}/api/items/{{0..1}}", f"{elsewhere.base}/api/items/5"],
+        "items": "items",
+        "fields": {"id": "id", "text": "text"},
+        "key": ["id"],
+        "login": {
+            "url": f"{members.base}/auth/login",
+            "username": USER,
+            "password_env": "API_PASSWORD",
+            "token": "data.access_token",
+            "username_key": "user",
+            "password_key": "pass",
+        },
+    }
+    cfg = write_config(fetch={"concurrency": 1}, sources=[source])
+    result, _ = once(cfg)
+    assert result.records == 40, result.errors  # the login origin's two pages
+    assert [p for p, a in members.auth_seen if a] == ["/api/items/0", "/api/items/1"]
+    assert elsewhere.auth_seen == [("/api/items/5", None)] * len(elsewhere.auth_seen)
+    assert elsewhere.auth_seen  # it was asked, without the token

@@ -10,7 +10,7 @@ import pytest
 
 from crawler.config.login import LoginConfig
 from crawler.errors import LoginFailed
-from crawler.fetch.login import has_password_input, login_form, same_page
+from crawler.fetch.login import has_password_input, login_form, origin_of, same_page
 from crawler.fetch.transport import Page
 
 PAGE = b"""<html><body>
@@ -166,3 +166,10 @@ def test_a_form_action_on_the_same_origin_is_kept_default_port_spelled_or_not() 
     body = b'<form method="post" action="https://S.test:443/in"><input name="u"><input type="password" name="p"></form>'
     page = Page("https://s.test/login", 200, body, "text/html", "utf-8", 0.0)
     assert login_form(login(url="https://s.test/login"), "pw", page)[1] == "https://S.test:443/in"
+
+
+def test_an_origin_is_scheme_host_and_port() -> None:
+    assert origin_of("https://API.test/x") == origin_of("https://api.test:443/y?z")
+    assert origin_of("https://api.test/x") != origin_of("http://api.test/x")  # no downgrade
+    assert origin_of("http://api.test/x") != origin_of("http://api.test:8080/x")
+    assert origin_of("http://a.test/x") != origin_of("http://b.a.test/x")
