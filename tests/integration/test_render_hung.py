@@ -27,7 +27,9 @@ HANG_GUARD = 120.0
 class Front:
     """A TCP server on 127.0.0.1 standing where the browser should be. `mode`, read at each
     new connection: `silent` accepts and never sends a byte; `no_upgrade` answers
-    `/json/version` but never the WebSocket handshake; `forward` passes bytes to Chromium."""
+    `/json/version` but never the WebSocket handshake; `forward` passes bytes to Chromium;
+    `no_download_deny` passes them too but drops the crawler's `Browser.setDownloadBehavior`
+    calls, which Chromium then never answers."""
 
     def __init__(self, chromium_port: int, mode: str) -> None:
         self.chromium_port, self.mode = chromium_port, mode
@@ -53,7 +55,7 @@ class Front:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         with contextlib.suppress(ConnectionError):
-            if self.mode == "forward":
+            if self.mode in ("forward", "no_download_deny"):
                 await self._forward(reader, writer)
                 return
             head = await reader.readuntil(b"\r\n\r\n")
@@ -83,7 +85,35 @@ class Front:
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        if self.mode == "no_download_deny":
+            upstream = self._drop(reader, up_writer, b'"Browser.setDownloadBehavior"')
+        else:
+            upstream = pipe(reader, up_writer)
+        await asyncio.gather(upstream, pipe(up_reader, writer))
+
+    @staticmethod
+    async def _drop(src: asyncio.StreamReader, dst: asyncio.StreamWriter, needle: bytes) -> None:
+        """Pass the crawler's HTTP requests on, then its WebSocket frames (RFC 6455, masked
+        from a client) except those whose text holds `needle`."""
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:  # /json/version and the upgrade may share one connection
+                head = await src.readuntil(b"\r\n\r\n")
+                dst.write(head)
+                if b"upgrade: websocket" in head.lower():
+                    break
+            while True:
+                first = await src.readexactly(2)
+                size, extended = first[1] & 0x7F, b""
+                if size >= 126:
+                    extended = await src.readexactly(2 if size == 126 else 8)
+                    size = int.from_bytes(extended, "big")
+                mask = await src.readexactly(4) if first[1] & 0x80 else b""
+                payload = await src.readexactly(size)
+                text = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload
+                if needle not in text:
+                    dst.write(first + extended + mask + payload)
+                    await dst.drain()
+        dst.close()
 
 
 @pytest.fixture
@@ -134,4 +164,22 @@ async def test_a_browser_that_never_answers_costs_each_page_one_browser_failure(
             await asyncio.sleep(0.05)
         again = await pipeline.run_source(pipeline.config.sources[0])
         assert (again.status, again.errors, again.pages) == ("success", {}, 2)
+        assert await browser_contexts(chromium) == []
+
+
+@pytest.mark.parametrize("front", ["no_download_deny"], indirect=True)
+async def test_a_context_whose_setup_fails_is_disposed(
+    front: Front, shop: ShopSite, chromium: Chromium, write_config: Callable[..., Path]
+) -> None:
+    """Chromium creates the run's context but never hears `setDownloadBehavior` (the front
+    drops it): the page fails at its timeout, and the context is gone from the browser while
+    the crawler stays connected (issue 26 item 12)."""
+    source = shop_source(shop, timeout="2s")
+    source.pop("paginate")
+    cfg = write_config(browser={"endpoint": front.endpoint}, sources=[source])
+    service = Service(load_config(cfg), CollectorRegistry())
+    async with service.opened() as pipeline, asyncio.timeout(HANG_GUARD):
+        result = await pipeline.run_source(pipeline.config.sources[0])
+        assert (result.status, result.errors) == ("failure", {"browser": 1})
+        assert pipeline.browser is not None and pipeline.browser.up
         assert await browser_contexts(chromium) == []
