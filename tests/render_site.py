@@ -92,6 +92,8 @@ class ShopSite(Site):
         r.add_get("/lan.js", self._lan_script)
         r.add_get("/worker", _shell("/worker.js"))
         r.add_get("/worker.js", self._script(_WORKER))
+        r.add_get("/grow", _shell("/grow.js"))  # a small page whose DOM grows past 8 KiB
+        r.add_get("/grow.js", self._script("document.body.append('x'.repeat(8192));"))
         r.add_get("/sw.js", self._script("self.addEventListener('fetch', () => {});"))
 
     @staticmethod

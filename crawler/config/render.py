@@ -167,3 +167,10 @@ class RenderConfig:
         "`stylesheet`, `script`, `xhr`, `fetch`, … : CDP's types, lower case)",
         shown="`[image, font, media]`",
     )
+    max_requests: int = setting(
+        200,
+        cv.positive_int,
+        "requests one page may have the crawler fetch (its document included); beyond, they "
+        "fail in the page as blocked, counted; the rendered DOM is capped by "
+        "`fetch.max_response_bytes` (over it: `too_large`)",
+    )

@@ -107,6 +107,8 @@ class RenderSettings:
     wait_for: str | None
     timeout: float
     block: frozenset[str]
+    max_requests: int = 200  # fetched through the crawler per page; beyond: blocked
+    max_bytes: int = 10 * 2**20  # the rendered DOM's cap (the fetch layer's body cap)
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Tab:
         self._gone = asyncio.Event()
         self._document_error: FetchError | None = None
         self._loader = ""
+        self._requests = 0  # handed to the crawler's fetch layer (`max_requests`)
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self.conn.call(
@@ -174,6 +177,11 @@ class Tab:
                 ) from None
             if self._document_error is not None:
                 raise self._document_error
+            if len(self.result.html.encode("utf-8", "surrogatepass")) > self.settings.max_bytes:
+                raise FetchError(
+                    ErrorKind.TOO_LARGE,
+                    f"rendered DOM over the cap of {self.settings.max_bytes} bytes",
+                )
         finally:
             await self._close()
             self.result.duration = time.monotonic() - started
@@ -307,6 +315,12 @@ class Tab:
             if kind in self.settings.block and not document:
                 self.result.blocked.append(url)
                 self.result.blocked_kinds[kind] = self.result.blocked_kinds.get(kind, 0) + 1
+                self.count("blocked")
+                await self._fail(request_id, "BlockedByClient")
+                return
+            self._requests += 1
+            if self._requests > self.settings.max_requests and not document:
+                self.result.blocked.append(url)
                 self.count("blocked")
                 await self._fail(request_id, "BlockedByClient")
                 return

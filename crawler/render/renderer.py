@@ -39,7 +39,7 @@ async def rendering(
         yield Renderer(fetcher, context, metrics, source)
 
 
-def settings_of(source: SourceConfig) -> RenderSettings:
+def settings_of(source: SourceConfig, max_bytes: int) -> RenderSettings:
     r = source.render
     assert r is not None
     return RenderSettings(
@@ -47,6 +47,8 @@ def settings_of(source: SourceConfig) -> RenderSettings:
         wait_for=r.wait_for,
         timeout=r.timeout,
         block=frozenset(r.block),
+        max_requests=r.max_requests,
+        max_bytes=max_bytes,
     )
 
 
@@ -58,7 +60,7 @@ class Renderer:
     ) -> None:
         self.fetcher, self.context, self.metrics = fetcher, context, metrics
         self.name = source.name
-        self.settings = settings_of(source)
+        self.settings = settings_of(source, fetcher.fc.max_response_bytes)
         self.last: Rendered | None = None
 
     async def fetch(self, source: SourceConfig, url: str, *, conditional: bool = True) -> Page:

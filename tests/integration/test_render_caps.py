@@ -1,0 +1,63 @@
+"""A rendered page's limits (issue 26 item 5): `render.max_requests` caps what one page has
+the crawler fetch, and the rendered DOM is held to `fetch.max_response_bytes` like any body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.chromium import Chromium
+from tests.integration.test_render import run_once, sample, shop_source
+from tests.render_site import LanHost, ShopSite
+
+
+@pytest.fixture
+def shop() -> Iterator[ShopSite]:
+    lan = LanHost().start()
+    s = ShopSite(lan=lan).start()
+    yield s
+    s.stop()
+    lan.stop()
+
+
+async def test_requests_past_max_requests_are_blocked_and_counted(
+    shop: ShopSite, chromium: Chromium, write_config: Callable[..., Path]
+) -> None:
+    """Two requests allowed: the document and its script are fetched, the script's XHR is
+    failed in the page as blocked (so no product, and never an image) and counted."""
+    source = shop_source(shop, wait="load", max_requests=2)
+    source["render"].pop("wait_for")
+    source.pop("paginate")
+    cfg = write_config(browser={"endpoint": chromium.endpoint}, sources=[source])
+    registry = CollectorRegistry()
+    [result] = await run_once(cfg, registry)
+    assert (result.status, result.records) == ("success", 0)
+    assert (shop.hits["/shop"], shop.hits["/app.js"], shop.hits["/api/products"]) == (1, 1, 0)
+    assert (
+        sample(registry, "crawler_render_requests_total", source="spa_shop", outcome="blocked") == 1
+    )
+
+
+async def test_a_dom_over_the_body_cap_fails_the_page_as_too_large(
+    shop: ShopSite, chromium: Chromium, write_config: Callable[..., Path]
+) -> None:
+    """Every body the page fetches is under 4 KiB; its script grows the DOM past 8 KiB."""
+    source = shop_source(shop, "/grow", wait="load")
+    source["render"].pop("wait_for")
+    source.pop("paginate")
+    cfg = write_config(
+        browser={"endpoint": chromium.endpoint},
+        fetch={"max_response_bytes": 4096},
+        sources=[source],
+    )
+    registry = CollectorRegistry()
+    [result] = await run_once(cfg, registry)
+    assert (result.status, result.errors) == ("failure", {"too_large": 1})
+    assert shop.hits["/grow.js"] == 1
+    assert (
+        sample(registry, "crawler_fetch_errors_total", source="spa_shop", error_kind="too_large")
+        == 1
+    )
