@@ -35,6 +35,10 @@ class RunRow:
     pages: int
     records: int
     error: str | None
+    # Of `records`, the keys the store took as new and as changed; None in rows of crawlers
+    # from before these counts (a spooled row's JSON without them still loads).
+    records_new: int | None = None
+    records_changed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,14 @@ class Written:
 
     new: int = 0
     changed: int = 0
+    # Records that went to the spool (PostgreSQL away): not known as new or changed, and not
+    # attributed back to their run when the spool is drained later.
+    spooled: int = 0
+
+    def __add__(self, other: Written) -> Written:
+        return Written(
+            self.new + other.new, self.changed + other.changed, self.spooled + other.spooled
+        )
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -131,7 +131,7 @@ def table(document: Mapping[str, Any], now: float | None = None) -> Iterator[str
             s["schedule"],
             _when(last.get("started_at"), now),
             last.get("status", "never ran"),
-            str(last["records"]) if last else "-",
+            records_text(last) if last else "-",
             duration_text(took) if took is not None else "-",
             last.get("error_kind") or _short(last.get("error")) or "-",
             _when(s.get("failing_since"), now),
@@ -147,6 +147,14 @@ def table(document: Mapping[str, Any], now: float | None = None) -> Iterator[str
     yield from _storage_lines(document)
     if document.get("note"):
         yield f"note: {document['note']}"
+
+
+def records_text(last: Mapping[str, Any]) -> str:
+    """`12 (3 new, 2 changed)`; only `12` for a run stored before these counts (null)."""
+    new, changed = last.get("records_new"), last.get("records_changed")
+    if new is None or changed is None:
+        return str(last["records"])
+    return f"{last['records']} ({new} new, {changed} changed)"
 
 
 def _storage_lines(document: Mapping[str, Any]) -> Iterator[str]:

@@ -44,8 +44,9 @@ class _Batcher:
     it holds) alive that long.
     """
 
-    def __init__(self, sink: Sink, source: str, size: int, metrics: Metrics) -> None:
-        self.sink, self.source, self.size, self.metrics = sink, source, size, metrics
+    def __init__(self, sink: Sink, result: RunResult, size: int, metrics: Metrics) -> None:
+        self.sink, self.result, self.size, self.metrics = sink, result, size, metrics
+        self.source = result.source
         self.pending: list[Record] = []
         # (records added up to and with the page's own, its callback), in the order added:
         # batches leave from the front of `pending`, so a page is safe once `written` reaches
@@ -68,7 +69,7 @@ class _Batcher:
             while self.pending:
                 batch, self.pending = self.pending[: self.size], self.pending[self.size :]
                 try:
-                    await self.sink.write(self.source, batch)
+                    self.result.count(await self.sink.write(self.source, batch))
                 finally:
                     self.metrics.queue_records.dec(len(batch))
                 self.written += len(batch)
@@ -122,7 +123,7 @@ class Pipeline:
         result = RunResult(source=source.name, started_at=time.time())
         started = time.monotonic()
         log.info("source run started", extra={"source": source.name, "urls": len(source.urls)})
-        batcher = _Batcher(self.sink, source.name, self.config.storage.batch_size, m)
+        batcher = _Batcher(self.sink, result, self.config.storage.batch_size, m)
         plan = self.plans.get(source.name)
         if plan is None or plan.source is not source:  # a reload just replaced it
             plan = SourcePlan(source)
@@ -201,6 +202,9 @@ class Pipeline:
                 "not_modified": result.not_modified,
                 "failed_pages": result.failed_pages,
                 "records": result.records,
+                "records_new": result.records_new,
+                "records_changed": result.records_changed,
+                "records_spooled": result.records_spooled,
                 "duration_ms": round(duration * 1000),
                 "error_kind": result.error_kind,
                 "error": result.error,
@@ -218,6 +222,8 @@ class Pipeline:
             finished_at=result.finished_at,
             pages=result.pages,
             records=result.records,
+            records_new=result.records_new,
+            records_changed=result.records_changed,
             # An error message may quote a hostile value: keep the run row storable too.
             error=clean_text(result.error) if result.error else None,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from crawler.record import Written
 from crawler.sources.tally import FieldTally
 
 
@@ -18,6 +19,12 @@ class RunResult:
     not_modified: int = 0
     failed_pages: int = 0
     records: int = 0
+    # What the store made of the records written directly to it (see crawler.record.Written):
+    # keys new and changed; `records_spooled` went to the spool instead, so are counted as
+    # neither (draining them later does not come back to this run).
+    records_new: int = 0
+    records_changed: int = 0
+    records_spooled: int = 0
     error: str | None = None
     error_kind: str | None = None
     errors: dict[str, int] = field(default_factory=dict)
@@ -28,3 +35,9 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+    def count(self, written: Written) -> None:
+        """Add what the sink made of one batch."""
+        self.records_new += written.new
+        self.records_changed += written.changed
+        self.records_spooled += written.spooled

@@ -1,8 +1,8 @@
 """Every source's state, as `/status` and `crawler status` show it.
 
-Per source: its schedule, its last run (when, result, records, duration, error kind), since
-when it has been failing, its next run and whether this crawler holds its lease; then the
-spool, the quarantine and the database. A running crawler knows the runs it made itself and
+Per source: its schedule, its last run (when, result, records and how many of them were new
+and changed, duration, error kind), since when it has been failing, its next run and whether
+this crawler holds its lease; then the spool, the quarantine and the database. A running crawler knows the runs it made itself and
 reads the others' last runs from the store's `crawler_jobs`; without a running crawler
 (`crawler status` falls back to the store) there are no next runs and no leases, and the
 document says so. The JSON has one object per source, keyed by its name; times are Unix
@@ -71,6 +71,8 @@ def run_entry(result: RunResult) -> dict[str, Any]:
         "status": result.status,
         "pages": result.pages,
         "records": result.records,
+        "records_new": result.records_new,
+        "records_changed": result.records_changed,
         "duration_seconds": round(result.finished_at - result.started_at, 3),
         "error_kind": result.error_kind,
         "error": result.error,
@@ -84,6 +86,8 @@ def stored_entry(run: LastRun) -> dict[str, Any]:
         "status": run.status,
         "pages": run.pages,
         "records": run.records,
+        "records_new": run.records_new,
+        "records_changed": run.records_changed,
         "duration_seconds": (
             None if run.finished_at is None else round(run.finished_at - run.started_at, 3)
         ),

@@ -60,6 +60,11 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scraped_data_history_seen ON scraped_data_history (seen_at);
     CREATE INDEX crawler_jobs_finished ON crawler_jobs (finished_at);
     """,
+    # 4: as PostgreSQL's 7 (a run's records new and changed; NULL in the rows from before)
+    """
+    ALTER TABLE crawler_jobs ADD COLUMN records_new INTEGER;
+    ALTER TABLE crawler_jobs ADD COLUMN records_changed INTEGER;
+    """,
 )
 
 
@@ -135,7 +140,8 @@ class SqliteStore(Part):
     def _write_run(self, run: RunRow) -> None:
         self.conn.execute(
             "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
-            " pages, records, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            " pages, records, records_new, records_changed, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 run.run_id,
                 run.source,
@@ -145,6 +151,8 @@ class SqliteStore(Part):
                 _iso(run.finished_at),
                 run.pages,
                 run.records,
+                run.records_new,
+                run.records_changed,
                 run.error,
             ),
         )

@@ -83,6 +83,10 @@ PG_MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: per-source counts for the pipeline exporter, kept by triggers (existing rows counted)
     counts.PG_MIGRATION,
+    # 7: a run's records new and changed (issue 27); NULL in the rows from before
+    """
+    ALTER TABLE crawler_jobs ADD COLUMN records_new integer, ADD COLUMN records_changed integer;
+    """,
 )
 
 # SQLSTATE classes that mean "this data", not "this connection" or "this server now": 22 data
@@ -315,8 +319,9 @@ class PostgresStore(Part):
     async def _write_run(conn: Connection, run: RunRow) -> None:
         await conn.execute(
             "INSERT INTO crawler_jobs (run_id, source, instance, status, started_at, finished_at,"
-            " pages, records, error) VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s),"
-            " %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
+            " pages, records, records_new, records_changed, error) VALUES (%s, %s, %s, %s,"
+            " to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s, %s)"
+            " ON CONFLICT (run_id) DO NOTHING",
             (
                 run.run_id,
                 run.source,
@@ -326,6 +331,8 @@ class PostgresStore(Part):
                 run.finished_at,
                 run.pages,
                 run.records,
+                run.records_new,
+                run.records_changed,
                 run.error,
             ),
         )

@@ -32,13 +32,16 @@ class LastRun:
     finished_at: float | None
     pages: int
     records: int
+    records_new: int | None  # None: a row from before these counts
+    records_changed: int | None
     error: str | None
     failing_since: float | None  # a failing source: the start of its first failure in a row
 
 
 _PG_LAST = """
 SELECT DISTINCT ON (j.source) j.source, j.status, extract(epoch FROM j.started_at),
-       extract(epoch FROM j.finished_at), j.pages, j.records, j.error,
+       extract(epoch FROM j.finished_at), j.pages, j.records, j.records_new, j.records_changed,
+       j.error,
        (SELECT extract(epoch FROM min(f.started_at)) FROM crawler_jobs f
          WHERE f.source = j.source AND f.status = 'failure'
            AND f.started_at > coalesce((SELECT max(s.started_at) FROM crawler_jobs s
@@ -50,7 +53,7 @@ SELECT DISTINCT ON (j.source) j.source, j.status, extract(epoch FROM j.started_a
 """
 
 _SQLITE_LAST = """
-SELECT status, started_at, finished_at, pages, records, error,
+SELECT status, started_at, finished_at, pages, records, records_new, records_changed, error,
        (SELECT min(f.started_at) FROM crawler_jobs f
          WHERE f.source = j.source AND f.status = 'failure'
            AND f.started_at > coalesce((SELECT max(s.started_at) FROM crawler_jobs s
@@ -62,7 +65,7 @@ SELECT status, started_at, finished_at, pages, records, error,
 
 
 def _last_run(source: str, row: Sequence[Any]) -> LastRun:
-    status, started, finished, pages, records, error, since = row
+    status, started, finished, pages, records, new, changed, error, since = row
     return LastRun(
         source,
         status,
@@ -70,6 +73,8 @@ def _last_run(source: str, row: Sequence[Any]) -> LastRun:
         _seconds(finished),
         int(pages),
         int(records),
+        None if new is None else int(new),
+        None if changed is None else int(changed),
         error,
         _seconds(since) if status == "failure" else None,
     )

@@ -31,7 +31,7 @@ from crawler.config.root import Config
 from crawler.errors import ErrorKind, SpoolFull, StoreDataError, StoreError, StoreUnavailable
 from crawler.lifecycle import Part, stop_task
 from crawler.observability.metrics import Metrics
-from crawler.record import Record, RunRow
+from crawler.record import Record, RunRow, Written
 from crawler.storage.history import history_sources
 from crawler.storage.quarantine import Isolation, Quarantine, Write, isolate
 from crawler.storage.spool import Spool
@@ -138,14 +138,22 @@ class Sink(Part):
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def write(self, source: str, records: Sequence[Record]) -> None:
-        """Commit `records` to the store or the spool; raise SpoolFull if neither can take them."""
+    async def write(self, source: str, records: Sequence[Record]) -> Written:
+        """Commit `records` to the store or the spool; raise SpoolFull if neither can take them.
+
+        Returns how many keys the store took as new and as changed, and how many records went
+        to the spool instead (counted as neither: the store has not compared them yet)."""
         m = self.metrics
+        tally: list[Written] = []  # one per committed store write, bisected parts included
+
+        async def counted(part: Sequence[Record]) -> None:
+            tally.append(await self.store.write(part))
+
         if self._direct:
             started = time.monotonic()
             found = Isolation()
             try:
-                stored = await self._isolating(self.store.write, records, self.backend, found)
+                stored = await self._isolating(counted, records, self.backend, found)
             except StoreUnavailable as exc:
                 m.store_errors.labels(self.backend).inc()
                 if self.spool is None:
@@ -160,8 +168,9 @@ class Sink(Part):
                 m.store_duration.labels(self.backend).observe(time.monotonic() - started)
                 m.records_stored.labels(source, self.backend).inc(len(stored))
                 self._committed("stored", source, stored, self.backend)
-                return
-        await self._spool(source, records)
+                return sum(tally, Written())
+        spooled = await self._spool(source, records)
+        return sum(tally, Written(spooled=spooled))
 
     async def _isolating(
         self, write: Write, records: Sequence[Record], refused_by: str, found: Isolation
@@ -204,7 +213,8 @@ class Sink(Part):
                 },
             )
 
-    async def _spool(self, source: str, records: Sequence[Record]) -> None:
+    async def _spool(self, source: str, records: Sequence[Record]) -> int:
+        """Commit `records` to the spool; how many it took (the rest were quarantined)."""
         assert self.spool is not None
         try:
             records = await self._isolating(self.spool.add, records, "spool", Isolation())
@@ -225,6 +235,7 @@ class Sink(Part):
         self.metrics.records_spooled.labels(source).inc(len(records))
         self._committed("spooled", source, records, "spool")
         self._wake.set()
+        return len(records)
 
     def _committed(self, what: str, source: str, records: Sequence[Record], backend: str) -> None:
         if self.log_keys:  # DEBUG only: the crash tests read these lines to know what counted

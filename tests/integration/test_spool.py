@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from crawler.config.root import load_config
 from crawler.errors import SpoolFull
 from crawler.observability.metrics import Metrics
-from crawler.record import Record, RunRow
+from crawler.record import Record, RunRow, Written
 from crawler.service import Service
 from crawler.sqlite import migrate_sqlite, open_sqlite
 from crawler.storage.sink import Sink
@@ -84,6 +84,41 @@ async def test_spool_of_an_older_version_keeps_its_run_rows(tmp_path: Path):
         await spool.close()
 
 
+async def test_a_spooled_run_row_from_before_the_new_and_changed_counts_still_stores(
+    tmp_path: Path, write_config: Callable[..., Path], pg_dsn: str
+):
+    """An older crawler spooled this row's JSON without `records_new`/`records_changed`."""
+    cfg = load_config(write_config(**spool_settings(pg_dsn)))
+    old = {
+        "run_id": "7d1c3c57-3c1a-4a51-9d55-2b9f0c1f8e01",
+        "source": "s",
+        "instance": "old",
+        "status": "success",
+        "started_at": 1.0,
+        "finished_at": 2.0,
+        "pages": 3,
+        "records": 4,
+        "error": None,
+    }
+    conn = open_sqlite(cfg.spool.path)
+    migrate_sqlite(conn, SPOOL_MIGRATIONS)
+    conn.execute("INSERT INTO runs (run, spooled_at) VALUES (?, 1.0)", (json.dumps(old),))
+    conn.close()
+    sink = Sink(cfg, Metrics(CollectorRegistry()))
+    await sink.open(drainer=False)
+    try:
+        assert sink.spool is not None and sink.spool.runs == 1
+        assert await sink.drain() == 1
+        assert sink.spool.empty
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as pg:
+        rows = pg.execute(
+            "select instance, records, records_new, records_changed from crawler_jobs"
+        ).fetchall()
+    assert rows == [("old", 4, None, None)]
+
+
 async def test_cap_refuses_new_records_and_keeps_old_ones(
     tmp_path: Path, write_config: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ):
@@ -137,7 +172,8 @@ async def test_writes_follow_the_spool_until_it_is_empty(
         assert sink.spool is not None
         await sink.spool.add([Record(source="s", key="k0", data={"v": "old"})])
         sink.db_up = True
-        await sink.write("s", [Record(source="s", key="k0", data={"v": "new"})])
+        written = await sink.write("s", [Record(source="s", key="k0", data={"v": "new"})])
+        assert written == Written(spooled=1)  # not compared with the store: neither new nor changed
         assert sink.spool.records == 2  # the new version waits behind the old one
         await sink.drain()
     finally:

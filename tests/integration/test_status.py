@@ -77,6 +77,8 @@ def test_status_of_a_running_then_a_stopped_crawler(
         g, b = doc["sources"]["good"], doc["sources"]["bad"]
         assert g["schedule"] == "every 1h"
         assert g["last_run"]["status"] == "success" and g["last_run"]["records"] == 20
+        # A first run: every record new (issue 27).
+        assert (g["last_run"]["records_new"], g["last_run"]["records_changed"]) == (20, 0)
         assert g["failing_since"] is None
         assert b["last_run"]["status"] == "failure" and b["last_run"]["error_kind"] == "http_4xx"
         assert b["failing_since"] == b["last_run"]["started_at"]
@@ -93,6 +95,7 @@ def test_status_of_a_running_then_a_stopped_crawler(
         lines = table.stdout.splitlines()
         assert lines[0].split()[:2] == ["SOURCE", "SCHEDULE"] and "NEXT RUN" in lines[0]
         assert any(line.startswith("good ") and "success" in line for line in lines)
+        assert any(line.startswith("good ") and "20 (20 new, 0 changed)" in line for line in lines)
         assert any(line.startswith("bad ") and "failure" in line for line in lines)
 
         # Without the failing source, every last run succeeded: exit 0.
@@ -111,10 +114,12 @@ def test_status_of_a_running_then_a_stopped_crawler(
     assert "no crawler is running" in doc["note"]
     g, b = doc["sources"]["good"], doc["sources"]["bad"]
     assert g["last_run"]["status"] == "success" and g["last_run"]["records"] == 20
+    assert (g["last_run"]["records_new"], g["last_run"]["records_changed"]) == (20, 0)
     assert g["next_run"] is None and g["lease"] is None
     assert b["last_run"]["status"] == "failure" and b["failing_since"] is not None
     table = run_cli("status", "-c", str(config))
     assert table.returncode == 3
+    assert "20 (20 new, 0 changed)" in table.stdout
     assert "no crawler is running" in table.stdout and "NEXT RUN" not in table.stdout
 
 
@@ -127,3 +132,39 @@ def test_status_and_reload_without_a_crawler_or_with_a_broken_file(tmp_path: Pat
     broken = write_config(tmp_path, "broken.yaml", sources=[{"name": "s", "every": "soon"}])
     result = run_cli("reload", "-c", str(broken))
     assert result.returncode == 2 and "broken.yaml:" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_status_shows_the_last_runs_new_and_changed_records(
+    backend: str, tmp_path: Path, site: Site, request: pytest.FixtureRequest
+):
+    """Issue 27: a first run's records are all new; a re-crawl of unchanged pages is neither;
+    a run after the site changed its text counts them changed."""
+    dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else None
+    config = write_config(
+        tmp_path,
+        storage={"dsn": dsn} if dsn else {},
+        sources=[
+            quote_source(
+                "q",
+                [f"{site.base}/page/0", f"{site.base}/page/1"],
+                fields={"id": "xpath:./@data-id", "text": "span.text::text"},
+                key=["id"],  # a quote keeps its key when its text changes
+            )
+        ],
+    )
+
+    def crawl_then_status() -> tuple[int, int, int]:
+        once = run_cli("once", "-c", str(config))
+        assert once.returncode == 0, once.stderr
+        code, doc = status(config)
+        assert code == 3  # no crawler running: read from the store's crawler_jobs
+        last = doc["sources"]["q"]["last_run"]
+        return last["records"], last["records_new"], last["records_changed"]
+
+    assert crawl_then_status() == (40, 40, 0)
+    _, new, changed = crawl_then_status()
+    assert (new, changed) == (0, 0)  # unchanged (or not modified: then no records at all)
+    site.version += 1
+    assert crawl_then_status() == (40, 0, 40)
+    assert "40 (0 new, 40 changed)" in run_cli("status", "-c", str(config)).stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import time
@@ -151,6 +152,16 @@ async def test_job_rows_and_replay_are_idempotent(store, backend):
         "select source, instance, status, pages, records from crawler_jobs order by id"
     )
     assert rows == [("src", "t", "success", 3, 60), ("src", "t", "failure", 3, 60)]
+
+
+async def test_job_rows_keep_new_and_changed_and_null_for_rows_without(store, backend):
+    counted = dataclasses.replace(run_row(), records_new=7, records_changed=2)
+    await store.write_run(counted)
+    uncounted = run_row()  # as from a crawler before these counts
+    await store.write_run(uncounted)
+    rows = backend.rows("select run_id, records_new, records_changed from crawler_jobs")
+    found = {str(run_id): (new, changed) for run_id, new, changed in rows}
+    assert found == {counted.run_id: (7, 2), uncounted.run_id: (None, None)}
 
 
 async def test_migrations_are_applied_once(backend):

@@ -19,6 +19,7 @@ from crawler.config.root import load_config
 from crawler.observability.metrics import Metrics
 from crawler.record import Record
 from crawler.run.pipeline import _Batcher
+from crawler.run.result import RunResult
 from crawler.storage.sink import Sink
 
 
@@ -46,7 +47,7 @@ def stored(sink: Sink) -> int:
 async def test_a_page_commits_when_its_batch_is_stored_while_others_still_wait(
     sink: Sink,
 ) -> None:
-    batcher = _Batcher(sink, "s", 2, sink.metrics)
+    batcher = _Batcher(sink, RunResult("s"), 2, sink.metrics)
     seen: dict[str, tuple[int, int]] = {}
 
     def commit(name: str) -> Callable[[], None]:
@@ -60,7 +61,7 @@ async def test_a_page_commits_when_its_batch_is_stored_while_others_still_wait(
 
 
 async def test_a_page_split_over_two_batches_commits_after_the_second(sink: Sink) -> None:
-    batcher = _Batcher(sink, "s", 2, sink.metrics)
+    batcher = _Batcher(sink, RunResult("s"), 2, sink.metrics)
     calls: list[int] = []
     await batcher.add(page("c", 3), lambda: calls.append(stored(sink)))
     assert calls == [3]
@@ -68,3 +69,18 @@ async def test_a_page_split_over_two_batches_commits_after_the_second(sink: Sink
     assert calls == [3]  # below the batch size: pending until the run's last flush
     await batcher.flush()
     assert calls == [3, 4]
+
+
+async def test_the_run_learns_how_many_of_its_records_were_new_and_changed(sink: Sink) -> None:
+    first = RunResult("s")
+    batcher = _Batcher(sink, first, 2, sink.metrics)
+    await batcher.add(page("e", 3), lambda: None)
+    await batcher.flush()
+    assert (first.records_new, first.records_changed, first.records_spooled) == (3, 0, 0)
+    second = RunResult("s")
+    batcher = _Batcher(sink, second, 2, sink.metrics)
+    again = page("e", 3)
+    again[1] = Record(source="s", key="e1", data={"i": 1, "edited": True})
+    await batcher.add(again, lambda: None)
+    await batcher.flush()
+    assert (second.records_new, second.records_changed, second.records_spooled) == (0, 1, 0)
