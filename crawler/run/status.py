@@ -2,11 +2,11 @@
 
 Per source: its schedule, its last run (when, result, records and how many of them were new
 and changed, duration, error kind), since when it has been failing, its next run and whether
-this crawler holds its lease; then the spool, the quarantine and the database. A running crawler knows the runs it made itself and
-reads the others' last runs from the store's `crawler_jobs`; without a running crawler
-(`crawler status` falls back to the store) there are no next runs and no leases, and the
-document says so. The JSON has one object per source, keyed by its name; times are Unix
-seconds.
+this crawler holds its lease; then the spool, the quarantine and the database. A running
+crawler knows the runs it made itself and reads the others' last runs from the store's
+`crawler_jobs`; without a running crawler (`crawler status` falls back to the store) there are
+no next runs and no leases, and the document says so. The JSON has one object per source,
+keyed by its name; times are Unix seconds.
 """
 
 from __future__ import annotations
