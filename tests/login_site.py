@@ -12,9 +12,11 @@ the `Cookie` header it received. Every `Cookie` header received is kept in `cook
 
 from __future__ import annotations
 
+import html
 import json
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -49,11 +51,14 @@ class LoginSite:
         self.auth_seen: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self.form_action = "/login"  # where the login form posts (another origin: a phish)
         self.login_redirect: tuple[int, str] | None = None  # the login POST's answer instead
+        self.echo = False  # a hostile site: a wrong password echoed in a redirect and a page
         app = self.site.app
         app.middlewares.append(self._record_cookies)
         app.router.add_get("/login", self._form)
         app.router.add_post("/login", self._login)
         app.router.add_get("/members/{i}", self._members)
+        app.router.add_get("/leak", self._leak)
+        app.router.add_get("/robots.txt", self._robots)
         app.router.add_get("/home", self._home)
         app.router.add_post("/auth/login", self._api_login)
         app.router.add_get("/api/items/{i}", self._api_items)
@@ -86,6 +91,8 @@ class LoginSite:
     async def _form(self, request: web.Request, error: str = "") -> web.Response:
         csrf = secrets.token_hex(8)
         next_ = request.query.get("next", "/members/0")
+        if "tried" in request.query:
+            error = f"<p class=error>Wrong password {html.escape(request.query['tried'])}</p>"
         body = FORM.format(csrf=csrf, next=next_, error=error, action=self.form_action)
         resp = web.Response(text=body, content_type="text/html")
         resp.set_cookie("csrf", csrf, path="/")
@@ -101,6 +108,8 @@ class LoginSite:
         if not fields.get("csrf") or fields.get("csrf") != request.cookies.get("csrf"):
             return web.Response(status=403, text="CSRF check failed")
         if fields.get("who") != USER or fields.get("secret") != self.password:
+            if self.echo:
+                raise web.HTTPFound("/login?" + urlencode({"tried": fields.get("secret", "")}))
             return await self._form(request, error="<p class=error>Wrong password</p>")
         sid = secrets.token_hex(16)
         self.sessions.add(sid)
@@ -118,6 +127,14 @@ class LoginSite:
         if self.expire_always:
             self.sessions.clear()
         return web.Response(body=html_page(int(request.match_info["i"])), content_type="text/html")
+
+    async def _leak(self, request: web.Request) -> web.Response:
+        """A page that redirects to a URL holding the session cookie's value, which robots.txt
+        refuses: the fetch error names the URL."""
+        raise web.HTTPFound("/private/?" + urlencode({"sid": request.cookies.get("sid", "")}))
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        return web.Response(text="User-agent: *\nDisallow: /private/\n")
 
     async def _home(self, request: web.Request) -> web.Response:
         return web.Response(text="<html><body>Welcome</body></html>", content_type="text/html")

@@ -331,7 +331,7 @@ class Fetcher(Part):
         started = time.monotonic()
         m.in_flight.inc()
         try:
-            with redacting(request.options), map_aiohttp_errors():
+            with redacting(request.options, request.session), map_aiohttp_errors():
                 async with await self.transport.send(
                     request.url,
                     request.options,

@@ -8,7 +8,8 @@ run with a message naming the file, never its content.
 
 Secret values (everything read from `headers_file`, `auth`, the environment, and the password
 of a proxy URL) are collected in `Prepared.secrets`; `Prepared.redact()` blanks them out of any
-text bound for a log line, a metric or `crawler_jobs.error`. Secret headers are sent only to the
+text bound for a log line, a metric or `crawler_jobs.error`, as they are and as a URL, a form
+body or a page spells them (`redact()`). Secret headers are sent only to the
 origin of the URL asked for, never along a redirect to another host.
 
 The method and body take part in the request's identity (`Prepared.key`): the conditional-GET
@@ -18,9 +19,11 @@ state and the within-run dedupe of URLs tell `POST /search {"page": 1}` from a G
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -33,6 +36,43 @@ from crawler.config.request import RequestConfig, read_headers_file
 from crawler.errors import SecretUnavailable
 
 _REDACTED = "[redacted]"
+
+
+# A character's spellings besides itself in a URL or a page that echoes it back.
+_ENTITIES = {
+    "&": ("&amp;",),
+    "<": ("&lt;",),
+    ">": ("&gt;",),
+    '"': ("&quot;",),
+    "'": ("&#39;", "&#x27;"),
+}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret blanked out as it is and as a URL, a form body or an HTML page
+    spells it (`%40`, `%c3%bc`, `+` for a space, `&amp;`, in any mix: yarl decodes some
+    escapes of a redirect's URL and keeps others), longest secret first."""
+    for value in sorted(set(secrets) - {""}, key=len, reverse=True):
+        text = _spellings(value).sub(lambda _: _REDACTED, text)
+    return text
+
+
+@functools.lru_cache(maxsize=256)
+def _spellings(value: str) -> re.Pattern[str]:
+    parts = []
+    for ch in value:
+        alts = [re.escape(ch), *map(re.escape, _ENTITIES.get(ch, ()))]
+        escaped = "".join(f"%{_hex(b >> 4)}{_hex(b & 15)}" for b in ch.encode("utf-8"))
+        alts.append(escaped)
+        if ch == " ":
+            alts.append(r"\+")
+        parts.append("(?:" + "|".join(alts) + ")")
+    return re.compile("".join(parts))
+
+
+def _hex(digit: int) -> str:
+    h = f"{digit:X}"
+    return f"[{h}{h.lower()}]" if h.isalpha() else h
 
 
 def _read_secret(env: str | None, file: Path | None, what: str) -> str:
@@ -66,11 +106,8 @@ class Prepared:
         return f"{url} {self.identity}" if self.identity else url
 
     def redact(self, text: str) -> str:
-        """`text` with every secret value blanked out."""
-        for value in self.secrets:
-            if value in text:
-                text = text.replace(value, _REDACTED)
-        return text
+        """`text` with every secret value blanked out, in any spelling (`redact`)."""
+        return redact(text, self.secrets)
 
     def asked_by_page(self, wanted: Prepared) -> Prepared:
         """These options for a request a rendered page made: `wanted`'s method, body and

@@ -41,7 +41,7 @@ from crawler.config.sources import SourceConfig
 from crawler.errors import ErrorKind, FetchError, LoginFailed
 from crawler.fetch import cookies
 from crawler.fetch.login import Login, Send, has_password_input, log_in, origin_of, same_page
-from crawler.fetch.request import _read_secret
+from crawler.fetch.request import _read_secret, redact
 from crawler.fetch.transport import Page
 from crawler.observability.metrics import Metrics
 
@@ -328,18 +328,21 @@ class RunSession:
             token = await log_in(login, self._password, send)
         except LoginFailed as exc:
             counter.labels(self.name, "failed").inc()
+            # Its text may quote what a hostile server echoed (the password, a cookie) in a URL
+            # or a page: blanked out here, since the run's result and `crawler_jobs` keep it.
+            clean = LoginFailed(self.redact(exc.url), self.redact(exc.reason), exc.status)
             log.error(
                 "login failed",
                 extra={
                     "source": self.name,
-                    "url": exc.url,
+                    "url": clean.url,
                     "status": exc.status,
                     "error_kind": "login",
-                    "error": self.redact(str(exc)),
+                    "error": str(clean),
                     "user": login.username,
                 },
             )
-            raise
+            raise clean from None
         counter.labels(self.name, "ok").inc()
         self.token = token
         self.logged_in_at = time.time()
@@ -377,9 +380,7 @@ class RunSession:
         return f"logged in as {user}; " + (f"token, {kept}" if self.token else kept)
 
     def redact(self, text: str) -> str:
-        for value in sorted(self.secrets(), key=len, reverse=True):
-            text = text.replace(value, "[redacted]")
-        return text
+        return redact(text, self.secrets())
 
     def _watch_age(self) -> None:
         at = self.logged_in_at

@@ -28,7 +28,7 @@ from crawler.config.fetch import FetchConfig
 from crawler.errors import ErrorKind, FetchError
 from crawler.fetch.httpstate import Revalidation, Validators, revalidate
 from crawler.fetch.netguard import GuardedConnector
-from crawler.fetch.request import EnvProxies, Prepared, origin
+from crawler.fetch.request import EnvProxies, Prepared, origin, redact
 
 _CHUNK = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -43,6 +43,8 @@ class HopSession(Protocol):
     def headers_for(self, url: str) -> dict[str, str]: ...  # its Cookie, its token
 
     def take(self, resp: aiohttp.ClientResponse) -> None: ...  # the cookies the answer sets
+
+    def secrets(self) -> tuple[str, ...]: ...  # to blank out of error texts
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,15 @@ def map_aiohttp_errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def redacting(options: Prepared) -> Iterator[None]:
-    """Blank the source's secrets out of a FetchError's message (a server or a proxy may echo
-    a header back into an error text); the kind, status and Retry-After are kept."""
+def redacting(options: Prepared, session: HopSession | None = None) -> Iterator[None]:
+    """Blank the source's secrets, and its session's (cookie values, token, password), out of
+    a FetchError's message (a server or a proxy may echo a header back into an error text);
+    the kind, status and Retry-After are kept."""
     try:
         yield
     except FetchError as exc:
         text = str(exc)
-        clean = options.redact(text)
+        clean = redact(text, (*options.secrets, *(session.secrets() if session else ())))
         if clean == text:
             raise
         prefix = f"{exc.kind.value}: "

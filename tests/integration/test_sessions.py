@@ -332,3 +332,68 @@ def test_a_login_token_is_sent_only_to_the_login_urls_origin(
     assert [p for p, a in members.auth_seen if a] == ["/api/items/0", "/api/items/1"]
     assert elsewhere.auth_seen == [("/api/items/5", None)] * len(elsewhere.auth_seen)
     assert elsewhere.auth_seen  # it was asked, without the token
+
+
+HOSTILE = "p@ss w&rd+ü"  # spaces, `&`, `+` and non-ASCII: spelled otherwise in URLs and forms
+
+
+def spelled(secret: str) -> list[str]:
+    """The ways a secret shows in a URL, a form body or a page, and pieces of them."""
+    from html import escape
+    from urllib.parse import quote, quote_plus
+
+    forms = {secret, quote(secret), quote_plus(secret), quote(secret, safe=""), escape(secret)}
+    forms |= {f.lower() for f in forms}
+    return sorted(forms | {"p@ss", "p%40ss", "w&rd", "w%26rd", "w&amp;rd"})
+
+
+def logged(caplog: pytest.LogCaptureFixture, tmp_path: Path, result: RunResult) -> str:
+    """Everything the run logged (with the log's fields), its result and `crawler_jobs`."""
+    text = "\n".join(str(r.__dict__) for r in caplog.records) + str(result)
+    with sqlite3.connect(tmp_path / "var" / "crawler.sqlite") as db:
+        text += str(db.execute("select * from crawler_jobs").fetchall())
+    return text
+
+
+def test_a_password_echoed_by_a_hostile_site_is_redacted_in_every_spelling(
+    tmp_path: Path,
+    members: LoginSite,
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    members.echo = True  # the wrong password comes back form-encoded in the URL and the page
+    monkeypatch.setenv("MEMBERS_PASSWORD", HOSTILE)
+    cfg = write_config(
+        log_level="DEBUG", sources=[member_source(members, 1, password_env="MEMBERS_PASSWORD")]
+    )
+    caplog.set_level(logging.DEBUG)
+    result, _ = once(cfg)
+    assert not result.ok and result.error_kind == "login"
+    assert "still has a password input" in (result.error or "") and "[redacted]" in (
+        result.error or ""
+    ), result.error
+    everything = logged(caplog, tmp_path, result)
+    assert "login failed" in everything
+    for spelling in spelled(HOSTILE):
+        assert spelling not in everything, spelling
+
+
+def test_a_logged_in_sources_fetch_errors_never_show_its_session_cookie(
+    tmp_path: Path,
+    members: LoginSite,
+    write_config: Callable[..., Path],
+    password_file: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = member_source(members, 1, password_file=str(password_file))
+    source["urls"].append(f"{members.base}/leak")  # redirects to /private/?sid=<the cookie>
+    fetch = {"concurrency": 1, "robots": True}
+    cfg = write_config(log_level="DEBUG", fetch=fetch, sources=[source])
+    caplog.set_level(logging.DEBUG)
+    result, _ = once(cfg)
+    assert result.records == 20 and result.errors == {"robots_denied": 1}, result.errors
+    [sid] = members.sessions
+    everything = logged(caplog, tmp_path, result)
+    assert "redirected to" in everything and "/private/?sid=[redacted]" in everything
+    assert sid not in everything

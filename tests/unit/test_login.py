@@ -11,6 +11,7 @@ import pytest
 from crawler.config.login import LoginConfig
 from crawler.errors import LoginFailed
 from crawler.fetch.login import has_password_input, login_form, origin_of, same_page
+from crawler.fetch.request import redact
 from crawler.fetch.transport import Page
 
 PAGE = b"""<html><body>
@@ -173,3 +174,19 @@ def test_an_origin_is_scheme_host_and_port() -> None:
     assert origin_of("https://api.test/x") != origin_of("http://api.test/x")  # no downgrade
     assert origin_of("http://api.test/x") != origin_of("http://api.test:8080/x")
     assert origin_of("http://a.test/x") != origin_of("http://b.a.test/x")
+
+
+def test_a_secret_is_redacted_in_the_spellings_of_urls_forms_and_pages() -> None:
+
+    pw = "p@ss w&rd+ü"
+    for text in (
+        pw,
+        "p%40ss%20w%26rd%2B%C3%BC",  # quote(safe="")
+        "p%40ss+w%26rd%2b%c3%bc",  # a form body, lower-case escapes
+        "p@ss+w%26rd%2B%C3%BC",  # as yarl keeps a redirect's query
+        "p@ss w%26rd%2Bü",  # yarl's human_repr
+        "p@ss w&amp;rd+ü",  # an HTML page
+    ):
+        assert redact(f"at /x?e={text}&n=1 end", [pw]) == "at /x?e=[redacted]&n=1 end", text
+    assert redact("p@ss w&rd+u", [pw]) == "p@ss w&rd+u"  # another text is kept
+    assert redact("a.b*c", ["a.b"]) == "[redacted]*c"  # a secret is text, not a pattern
