@@ -255,10 +255,10 @@ def _rendered(r: Rendered) -> list[str]:
     """What rendering the (first) page took: time, requests, what was kept out."""
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(r.blocked_kinds.items()))
     lines = [
-        f"rendered in {r.duration:.2f} s: {len(r.fetched)} requests fetched, "
-        f"blocked: {len(r.blocked)}"
+        f"rendered in {r.duration:.2f} s: {r.counts.get('fetched', 0)} requests fetched, "
+        f"blocked: {r.counts.get('blocked', 0)}"
         + (f" ({kinds})" if kinds else "")
-        + f", refused: {len(r.refused)}, failed: {len(r.failed)}"
+        + f", refused: {r.counts.get('refused', 0)}, failed: {r.counts.get('failed', 0)}"
     ]
     lines += [f"  refused: {url}" for url in r.refused[:LINKS_SHOWN]]
     lines += [f"  failed: {url}" for url in r.failed[:LINKS_SHOWN]]

@@ -43,6 +43,7 @@ log = logging.getLogger("crawler.render")
 POLL = 0.1
 IDLE = 0.5
 CLOSE_TIMEOUT = 5.0
+KEPT, URL_CHARS = 20, 200  # a render's URLs kept per outcome, and their length
 _SCHEMES = frozenset({"http", "https"})
 # Before any of the page's scripts, in every frame: no service, dedicated or shared worker can
 # be started (a worker's requests would not pass through this tab's interception), and no
@@ -124,6 +125,15 @@ class Rendered:
     blocked_kinds: dict[str, int] = field(default_factory=dict)  # resource type → count
     refused: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # fetched|blocked|refused|failed → n
+
+    def note(self, outcome: str, url: str) -> None:
+        """Count a request; keep its URL, shortened, only among the first `KEPT` (for logs and
+        `preview`): a page can make thousands, and a `data:` URL can be megabytes."""
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        kept: list[str] = getattr(self, outcome)
+        if len(kept) < KEPT:
+            kept.append(url if len(url) <= URL_CHARS else url[:URL_CHARS] + "…")
 
 
 Count = Callable[[str], None]  # one request's outcome: fetched | blocked | refused
@@ -295,7 +305,7 @@ class Tab:
         self._active = time.monotonic()
 
     def _refuse_seen(self, url: str) -> None:
-        self.result.refused.append(url)
+        self.result.note("refused", url)
         self.count("refused")
 
     async def _paused(self, params: dict[str, Any]) -> None:
@@ -313,14 +323,14 @@ class Tab:
                 await self._fail(request_id, "BlockedByClient")
                 return
             if kind in self.settings.block and not document:
-                self.result.blocked.append(url)
+                self.result.note("blocked", url)
                 self.result.blocked_kinds[kind] = self.result.blocked_kinds.get(kind, 0) + 1
                 self.count("blocked")
                 await self._fail(request_id, "BlockedByClient")
                 return
             self._requests += 1
             if self._requests > self.settings.max_requests and not document:
-                self.result.blocked.append(url)
+                self.result.note("blocked", url)
                 self.count("blocked")
                 await self._fail(request_id, "BlockedByClient")
                 return
@@ -352,17 +362,17 @@ class Tab:
                 self._gone.set()
             elif exc.status is not None:  # the server's answer: the page sees it
                 self.count("fetched")
-                self.result.fetched.append(url)
+                self.result.note("fetched", url)
                 await self._fulfil(request_id, Response(exc.status, "text/plain", b""))
                 return
             if exc.kind in (ErrorKind.BLOCKED_ADDRESS, ErrorKind.ROBOTS_DENIED):
                 self._refuse_seen(url)
             else:
-                self.result.failed.append(url)
+                self.result.note("failed", url)
             await self._fail(request_id, _ERROR_REASON.get(exc.kind, "Failed"))
             return
         self.count("fetched")
-        self.result.fetched.append(url)
+        self.result.note("fetched", url)
         if document:
             self.result.url, self.result.status = url, response.status
         await self._fulfil(request_id, response)

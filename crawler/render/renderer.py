@@ -80,9 +80,9 @@ class Renderer:
                 "source": self.name,
                 "url": url,
                 "duration_ms": round(rendered.duration * 1000),
-                "fetched": len(rendered.fetched),
-                "blocked": len(rendered.blocked),
-                "refused": len(rendered.refused),
+                "fetched": rendered.counts.get("fetched", 0),
+                "blocked": rendered.counts.get("blocked", 0),
+                "refused": rendered.counts.get("refused", 0),
             },
         )
         page = Page(
