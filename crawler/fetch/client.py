@@ -46,7 +46,7 @@ from crawler.fetch.login import Login
 from crawler.fetch.netguard import SourcePolicy, guarding
 from crawler.fetch.politeness import HostPacer
 from crawler.fetch.request import PLAIN, Prepared, prepare
-from crawler.fetch.retry import HOST_FAILURES, retry_wait
+from crawler.fetch.retry import HOST_FAILURES, attempt_level, retry_wait
 from crawler.fetch.robots import MAX_BYTES as ROBOTS_MAX_BYTES
 from crawler.fetch.robots import RobotsCache, RobotsPolicy
 from crawler.fetch.sessions import RunSession, Sessions
@@ -282,10 +282,9 @@ class Fetcher(Part):
                 if exc.kind is ErrorKind.CIRCUIT_OPEN:
                     raise  # opened by other calls meanwhile: no request was made
                 wait = retry_wait(self.fc.retry, exc, attempt, backoff)
-                log.warning(
-                    "fetch attempt failed, retrying"
-                    if wait is not None
-                    else "fetch attempt failed",
+                log.log(
+                    attempt_level(request.url, request.home),
+                    "fetch attempt failed" + (", retrying" if wait is not None else ""),
                     extra={
                         "source": request.source.name,
                         "url": request.url,

@@ -1,13 +1,16 @@
 """Which fetch failures are worth another attempt, which count against a host's circuit
-breaker, and how long to wait before the next attempt (backoff, Retry-After, the give-up time).
-The fetcher's step 2 (crawler/fetch/client.py) drives them.
+breaker, how long to wait before the next attempt (backoff, Retry-After, the give-up time), and
+how loudly a failed attempt is logged. The fetcher's step 2 (crawler/fetch/client.py) drives them.
 """
 
 from __future__ import annotations
 
+import logging
+
 from crawler.backoff import Backoff
 from crawler.config.fetch import RetryConfig
 from crawler.errors import ErrorKind, FetchError
+from crawler.fetch.request import origin
 
 # Failures worth another attempt: the host or the network may be fine a moment later. A 4xx,
 # a body over the cap or of the wrong type will be the same next time. (429 is a 4xx that is
@@ -29,3 +32,11 @@ def retry_wait(rc: RetryConfig, exc: FetchError, attempt: int, backoff: Backoff)
     if backoff.expired(wait):
         return None
     return wait
+
+
+def attempt_level(url: str, home: str | None) -> int:
+    """WARNING for a failed attempt, DEBUG for a rendered page's request to another origin:
+    an ad or tracker that fails is the page's business, and a page may make hundreds."""
+    if home is not None and origin(url) != home:
+        return logging.DEBUG
+    return logging.WARNING

@@ -3,6 +3,7 @@ the crawler fetch, and the rendered DOM is held to `fetch.max_response_bytes` li
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,3 +62,23 @@ async def test_a_dom_over_the_body_cap_fails_the_page_as_too_large(
         sample(registry, "crawler_fetch_errors_total", source="spa_shop", error_kind="too_large")
         == 1
     )
+
+
+async def test_a_third_party_requests_failure_is_logged_at_debug(
+    shop: ShopSite,
+    chromium: Chromium,
+    write_config: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The page's XHR to another origin (the LAN host, refused by the netguard) is the page's
+    business: DEBUG, never WARNING, however many a page makes."""
+    caplog.set_level(logging.DEBUG, logger="crawler.fetch")
+    source = shop_source(shop, "/lan")
+    source.pop("paginate")
+    cfg = write_config(browser={"endpoint": chromium.endpoint}, sources=[source])
+    [result] = await run_once(cfg, CollectorRegistry())
+    assert result.status == "success"
+    failed = [r for r in caplog.records if r.getMessage() == "fetch attempt failed"]
+    assert [(r.levelno, r.url.startswith("http://127.0.0.2")) for r in failed] == [
+        (logging.DEBUG, True)
+    ]
