@@ -118,6 +118,7 @@ SELECTORS = [
     "* span::text",
     "div span::text",
     "span.price::text",
+    "p.ready::text",
 ]
 
 TRICKY = [
