@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from crawler.config import convert as cv
@@ -195,6 +196,8 @@ class SourceConfig:
         if self.render is not None and self.parser != "html":
             yield "render", f"renders html pages: not for `parser: {self.parser}`"
 
-    @property
+    @cached_property
     def hosts(self) -> frozenset[str]:
+        # Asked on every request (the per-host key): worked out once, not per request from every
+        # listed URL (a 1,000-URL source tripled the crawl's CPU that way).
         return frozenset(urlsplit(u).netloc for u in self.urls)

@@ -1,13 +1,13 @@
 """Sessions: a source run's cookie jar and login token, kept across runs and renewed.
 
-`RunSession` is one source run's session, made by `Fetcher.begin_run()` (`Sessions.begin`)
-and reachable for the whole run as `fetcher.sessions.get(source.name)`: the run's cookie jar
-(`.jar`, None with `cookies: false`; the rendering step puts its cookies into its browser
-page), the bearer token of a JSON login, and the logins made this run. A source with a `login`
-logs in before its first page unless a stored session is loaded (`ensure()`); when a page says
-the session expired (`expired()`: HTTP 401/403, redirected to the login URL, or the login form
-again), `fetch()` logs in again — once for all the workers that saw it expire (`renew()`) —
-within `login.max_per_run` logins, and fetches the page again.
+`RunSession` is one source run's session, made by `Fetcher.begin_run()` (`Sessions.begin`) and
+reachable for the whole run as `fetcher.sessions.get(source.name)`: the run's cookie jar (`.jar`,
+None with `cookies: false`; a rendered page's requests are fetched through it too, so they carry
+the run's cookies: none are put into the browser), the bearer token of a JSON login, and the logins
+made this run. A source with a `login` logs in before its first page unless a stored session is
+loaded (`ensure()`); when a page says the session expired (`expired()`: HTTP 401/403, redirected to
+the login URL, or the login form again), `fetch()` logs in again — once for all the workers that
+saw it expire (`renew()`) — within `login.max_per_run` logins, and fetches the page again.
 
 `SessionStore` keeps a successful login's session for the next runs, under
 `<state_dir>/sessions/` (a 0700 directory): `<source>.json` (when it logged in, for which

@@ -28,8 +28,10 @@ async def test_requests_past_max_requests_are_blocked_and_counted(
     shop: ShopSite, chromium: Chromium, write_config: Callable[..., Path]
 ) -> None:
     """Two requests allowed: the document and its script are fetched, the script's XHR is
-    failed in the page as blocked (so no product, and never an image) and counted."""
-    source = shop_source(shop, wait="load", max_requests=2)
+    failed in the page as blocked (so no product, and never an image) and counted. `networkidle`,
+    not `load`: the XHR is handled after the load event, and a render ending at `load` could
+    close the page before the crawler saw it (CI saw blocked 0 once)."""
+    source = shop_source(shop, wait="networkidle", max_requests=2)
     source["render"].pop("wait_for")
     source.pop("paginate")
     cfg = write_config(browser={"endpoint": chromium.endpoint}, sources=[source])
