@@ -230,7 +230,7 @@ class Fetcher(Part):
     ) -> Request:
         """Step 1: fail fast on an open circuit or robots.txt; the politeness gap."""
         parts = urlsplit(url)
-        host = self.host_keys.key(parts.netloc, source.hosts, page=True) if page else parts.netloc
+        host = self.host_keys.key(parts.netloc, source.hosts, page=page)
         breaker = self.breakers.get(host)
         breaker.check()
         delay = self.fc.politeness_delay
